@@ -1,0 +1,121 @@
+"""Public self-checks: numerical Jacobians and the two invariants every flow layer must satisfy.
+
+Students use these in the visible checks of the exercises; the tests of this package use them on
+every layer. Each failed check raises :class:`CheckFailed` with what was expected, what came back,
+and by how much they differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+BatchMap = Callable[[Tensor], Tensor]
+
+
+class CheckFailed(AssertionError):
+    """A self-check found a flow that breaks one of its promises."""
+
+
+def numerical_jacobian(f: Callable[[Tensor], Tensor], x: Tensor, eps: float = 1e-6) -> Tensor:
+    """Central differences ``J[i, j] = (f_i(x + eps e_j) - f_i(x - eps e_j)) / (2 eps)``.
+
+    ``x`` is a 1-D tensor of size ``d`` and ``f`` maps size-``d`` tensors to size-``m`` tensors;
+    returns ``[m, d]``. Use float64: in float32 the rounding error ``~1e-7 / eps`` swamps the result.
+    """
+    if x.dim() != 1:
+        raise ValueError(f"numerical_jacobian expects a 1-D tensor x, got shape {tuple(x.shape)}")
+    basis = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
+    columns = [(f(x + eps * e) - f(x - eps * e)) / (2 * eps) for e in basis]
+    return torch.stack(columns, dim=1)
+
+
+def numerical_batch_jacobian(f: BatchMap, x: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per-sample Jacobians of a batched map by central differences: ``[batch, D_out, D_in]``.
+
+    ``x`` is ``[batch, *shape]``; ``D_in`` and ``D_out`` count the features of one sample. All
+    samples are perturbed at once along the same coordinate, so this costs ``2 D_in`` calls of
+    ``f`` and is only right for maps that treat batch elements independently (flows must).
+    """
+    batch, shape = x.shape[0], x.shape[1:]
+    flat = x.reshape(batch, -1)
+    columns = []
+    with torch.no_grad():
+        for j in range(flat.shape[1]):
+            step = torch.zeros_like(flat)
+            step[:, j] = eps
+            plus = f((flat + step).reshape(batch, *shape)).reshape(batch, -1)
+            minus = f((flat - step).reshape(batch, *shape)).reshape(batch, -1)
+            columns.append((plus - minus) / (2 * eps))
+    return torch.stack(columns, dim=2)
+
+
+def autograd_batch_jacobian(f: BatchMap, x: Tensor) -> Tensor:
+    """Per-sample Jacobians of a batched map by reverse-mode autodiff: ``[batch, D_out, D_in]``.
+
+    Uses ``torch.func.vmap(jacrev(...))``: each sample is pushed through ``f`` as a batch of one.
+    """
+    shape = x.shape[1:]
+
+    def one_sample(x_single: Tensor) -> Tensor:
+        return f(x_single.reshape(1, *shape)).reshape(-1)
+
+    flat = x.reshape(x.shape[0], -1)
+    return torch.func.vmap(torch.func.jacrev(lambda v: one_sample(v)))(flat)
+
+
+def log_abs_det(jacobians: Tensor) -> Tensor:
+    """``log|det J|`` for a stack of square matrices ``[batch, D, D]`` -> ``[batch]``."""
+    return torch.linalg.slogdet(jacobians).logabsdet
+
+
+def check_log_det(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float = 1e-6) -> None:
+    """Check ``layer(x)``'s ``log_det`` against the log-det of its numerical Jacobian.
+
+    Call it with a float64 ``x`` (and a float64 layer): central differences are exact to about
+    ``1e-9`` there, so the default tolerances leave no room for a wrong formula.
+    """
+    z, log_det = _call(layer.forward, x, "forward")
+    _expect_shape("log_det of forward", log_det, (x.shape[0],))
+    expected = log_abs_det(numerical_batch_jacobian(lambda v: layer(v)[0], x))
+    _expect_close("forward log_det against log|det| of the numerical Jacobian", log_det, expected, atol, rtol)
+
+
+def check_inverse(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float = 1e-6) -> None:
+    """Check that ``inverse(forward(x)) == x`` and that the two log-dets are opposite."""
+    z, forward_log_det = _call(layer.forward, x, "forward")
+    x_again, inverse_log_det = _call(layer.inverse, z, "inverse")
+    _expect_shape("inverse(forward(x))", x_again, tuple(x.shape))
+    _expect_close("inverse(forward(x)) against x", x_again, x, atol, rtol)
+    _expect_shape("log_det of inverse", inverse_log_det, (x.shape[0],))
+    _expect_close("inverse log_det against minus the forward log_det", inverse_log_det, -forward_log_det, atol, rtol)
+
+
+def _call(method: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        result = method(x)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise CheckFailed(f"{name} should return a pair (output, log_det), got {type(result).__name__}")
+    return result
+
+
+def _expect_shape(what: str, value: Tensor, shape: tuple[int, ...]) -> None:
+    if not isinstance(value, Tensor) or tuple(value.shape) != shape:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise CheckFailed(f"{what}: expected shape {shape}, got {got}")
+
+
+def _expect_close(what: str, actual: Tensor, expected: Tensor, atol: float, rtol: float) -> None:
+    if not torch.isfinite(actual).all():
+        raise CheckFailed(f"{what}: got non-finite values (NaN or inf): {actual.flatten()[:5].tolist()}")
+    error = (actual - expected).abs()
+    allowed = atol + rtol * expected.abs()
+    if (error > allowed).any():
+        worst = int((error - allowed).flatten().argmax())
+        raise CheckFailed(
+            f"{what}: expected {expected.flatten()[worst].item():.8g}, "
+            f"got {actual.flatten()[worst].item():.8g} "
+            f"(largest error {error.max().item():.3g}, tolerance {atol:g} + {rtol:g}*|expected|)"
+        )

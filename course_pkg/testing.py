@@ -78,19 +78,16 @@ def check_log_det(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float =
     ``1e-9`` there, so the default tolerances leave no room for a wrong formula.
     """
     z, log_det = _call(layer.forward, x, "forward")
-    _expect_shape("log_det of forward", log_det, (x.shape[0],))
     expected = log_abs_det(numerical_batch_jacobian(lambda v: layer(v)[0], x))
-    _expect_close("forward log_det against log|det| of the numerical Jacobian", log_det, expected, atol, rtol)
+    assert_close("forward log_det against log|det| of the numerical Jacobian", log_det, expected, atol, rtol)
 
 
 def check_inverse(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float = 1e-6) -> None:
     """Check that ``inverse(forward(x)) == x`` and that the two log-dets are opposite."""
     z, forward_log_det = _call(layer.forward, x, "forward")
     x_again, inverse_log_det = _call(layer.inverse, z, "inverse")
-    _expect_shape("inverse(forward(x))", x_again, tuple(x.shape))
-    _expect_close("inverse(forward(x)) against x", x_again, x, atol, rtol)
-    _expect_shape("log_det of inverse", inverse_log_det, (x.shape[0],))
-    _expect_close("inverse log_det against minus the forward log_det", inverse_log_det, -forward_log_det, atol, rtol)
+    assert_close("inverse(forward(x)) against x", x_again, x, atol, rtol)
+    assert_close("inverse log_det against minus the forward log_det", inverse_log_det, -forward_log_det, atol, rtol)
 
 
 def _call(method: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -107,7 +104,16 @@ def _expect_shape(what: str, value: Tensor, shape: tuple[int, ...]) -> None:
         raise CheckFailed(f"{what}: expected shape {shape}, got {got}")
 
 
-def _expect_close(what: str, actual: Tensor, expected: Tensor, atol: float, rtol: float) -> None:
+def assert_close(what: str, actual: Tensor, expected: Tensor, atol: float = 1e-6, rtol: float = 1e-6) -> None:
+    """Raise :class:`CheckFailed` unless ``actual`` is a finite tensor of ``expected``'s shape, close to it.
+
+    The message names ``what`` was compared, the worst entry's expected and actual values, the
+    largest error and the tolerance ``atol + rtol * |expected|``.
+    """
+    if not isinstance(actual, Tensor):
+        raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(actual).__name__}")
+    _expect_shape(what, actual, tuple(expected.shape))
+    actual = actual.to(expected.dtype)
     if not torch.isfinite(actual).all():
         raise CheckFailed(f"{what}: got non-finite values (NaN or inf): {actual.flatten()[:5].tolist()}")
     error = (actual - expected).abs()

@@ -1,0 +1,157 @@
+"""The instructor's path, end to end, through real nbgrader commands and a real gradebook.
+
+In a temporary copy of the course: generate each assignment and compare the result with the
+committed ``exercises/`` (any drift fails), make sure no solution or hidden check reached it,
+then autograde three submissions — the source notebook (full marks), the untouched release
+(zero, no crash) and one with a deliberate bug in every function (loses exactly the points of
+the checks each bug breaks) — and read the scores back through nbgrader's API.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from html import unescape
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from course_notebooks import ROOT, assignments, nbgrader_role, source_notebook, with_solutions_replaced
+
+pytestmark = pytest.mark.slow
+ASSIGNMENTS = assignments()
+SOLUTION_REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
+HIDDEN_REGION = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
+
+
+def nbgrader(course: Path, *args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True)
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A copy of the instructor's course with every assignment generated afresh."""
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    shutil.copytree(ROOT / "tests" / "hidden", course / "tests" / "hidden",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for assignment in ASSIGNMENTS:
+        nbgrader(course, "generate_assignment", assignment, "--force")
+    return course
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_committed_release_is_exactly_what_nbgrader_generates(course, assignment):
+    generated = files_under(course / "exercises" / assignment)
+    committed = files_under(ROOT / "exercises" / assignment)
+    assert generated.keys() == committed.keys()
+    for name in generated:
+        assert generated[name] == committed[name], (
+            f"exercises/{assignment}/{name} drifted from solutions/; "
+            f"run `nbgrader generate_assignment {assignment} --force` and commit the result"
+        )
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_holds_no_solution_and_no_hidden_check(assignment):
+    release = "\n".join(p.read_text() for p in (ROOT / "exercises" / assignment).rglob("*") if p.is_file())
+    source = "\n".join(cell.source for cell in source_notebook(assignment).cells)
+    secrets = [line.strip() for region in SOLUTION_REGION.findall(source) + HIDDEN_REGION.findall(source)
+               for line in region.splitlines() if len(line.strip()) > 12]
+    assert secrets, "the source notebook should have solution and hidden-test regions"
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "from grader import"):
+        assert marker not in release
+    leaked = [line for line in secrets if line in release]
+    assert leaked == [], f"solution or hidden-check lines reached exercises/{assignment}: {leaked[:3]}"
+
+
+def submit(course: Path, student: str, assignment: str, notebook) -> None:
+    folder = course / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, folder / f"{assignment}.ipynb")
+
+
+def expected_scores_with_bugs(assignment: str, bug_names: list[str]) -> dict[str, float]:
+    """Points per grade cell of a submission carrying the given bugs (one per function)."""
+    bugs = importlib.import_module(f"{assignment}_bugs").BUGS
+    import grader
+
+    registry = grader.load(assignment)
+    scores = {}
+    for cell in source_notebook(assignment).cells:
+        role = nbgrader_role(cell)
+        if role.get("grade"):
+            scores[role["grade_id"]] = float(role["points"])
+    for name in bug_names:
+        bug = bugs[name]
+        if bug.fails_visible_check:
+            scores[f"test_{bug.target}"] = 0.0
+        scores[f"hidden_{bug.target}"] -= sum(c.points for c in registry.checks_of(bug.target)
+                                              if c.name in bug.failing_hidden_checks)
+    return scores
+
+
+@pytest.fixture(scope="module")
+def graded(course) -> Path:
+    """Three submissions per assignment, autograded in one run each."""
+    for assignment in ASSIGNMENTS:
+        bugs = importlib.import_module(f"{assignment}_bugs")
+        buggy = with_solutions_replaced(
+            source_notebook(assignment, course),
+            {bugs.BUGS[name].target: bugs.BUGS[name].source for name in bugs.ONE_BUG_PER_FUNCTION},
+        )
+        submit(course, "reference", assignment, source_notebook(assignment, course))
+        submit(course, "blank", assignment, nbformat.read(course / "exercises" / assignment / f"{assignment}.ipynb", 4))
+        submit(course, "buggy", assignment, buggy)
+        nbgrader(course, "autograde", assignment)
+    return course
+
+
+def cell_scores(course: Path, assignment: str, student: str) -> dict[str, float]:
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        notebook = gradebook.find_submission_notebook(assignment, assignment, student)
+        return {grade.name: grade.score for grade in notebook.grades}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_reference_solution_gets_full_marks(graded, assignment):
+    with Gradebook(f"sqlite:///{graded / 'gradebook.db'}") as gradebook:
+        submission = gradebook.find_submission(assignment, "reference")
+        assert submission.max_score > 0
+        assert submission.score == submission.max_score
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_untouched_release_gets_zero(graded, assignment):
+    scores = cell_scores(graded, assignment, "blank")
+    assert scores and all(score == 0 for score in scores.values()), scores
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_each_bug_costs_exactly_the_points_of_the_checks_it_breaks(graded, assignment):
+    bugs = importlib.import_module(f"{assignment}_bugs")
+    assert cell_scores(graded, assignment, "buggy") == expected_scores_with_bugs(assignment, bugs.ONE_BUG_PER_FUNCTION)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_feedback_names_failed_checks_without_their_code(graded, assignment):
+    nbgrader(graded, "generate_feedback", assignment)
+    html = (graded / "feedback" / "buggy" / assignment / f"{assignment}.html").read_text()
+    text = unescape(re.sub(r"<[^>]+>", "", html))
+    assert "FAILED" in text and "expected" in text
+    checks_source = (ROOT / "tests" / "hidden" / f"{assignment}.py").read_text()
+    code_lines = [line.strip() for line in checks_source.splitlines()
+                  if len(line.strip()) > 30 and not line.strip().startswith(('"""', "#", "@check", "def "))]
+    leaked = [line for line in code_lines if line in text]
+    assert leaked == [], f"hidden-check code reached the feedback: {leaked[:3]}"

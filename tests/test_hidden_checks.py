@@ -1,0 +1,102 @@
+"""The hidden checks themselves, tested: the reference solution passes every one, the blank
+release passes none, and each deliberately wrong solution fails exactly the checks it breaks."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import grader
+from course_notebooks import assignments, solution_ids, solution_namespace, source_notebook, visible_check_passes
+
+ASSIGNMENTS = assignments()
+
+
+def bugs_of(assignment: str) -> dict:
+    return importlib.import_module(f"{assignment}_bugs").BUGS
+
+
+def failing_checks(assignment: str, target: str, namespace: dict) -> set[str]:
+    registry = grader.load(assignment)
+    outcomes = [grader.run_check(c, namespace[target], registry.forbidden.get(target, []))
+                for c in registry.checks_of(target)]
+    return {o.check.name for o in outcomes if not o.passed}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_reference_solution_passes_every_check(assignment):
+    namespace = solution_namespace(assignment)
+    for target in solution_ids(source_notebook(assignment)):
+        assert failing_checks(assignment, target, namespace) == set(), target
+        assert visible_check_passes(assignment, f"test_{target}", namespace), target
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_solution_has_checks_worth_points(assignment):
+    registry = grader.load(assignment)
+    for target in solution_ids(source_notebook(assignment)):
+        assert len(registry.checks_of(target)) >= 3, target
+        assert set(bug.target for bug in bugs_of(assignment).values()) >= {target}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_blank_release_fails_every_check(assignment):
+    targets = solution_ids(source_notebook(assignment))
+    stub = "raise NotImplementedError()"
+    blank = {t: f"def {t}(*args, **kwargs):\n    {stub}" for t in targets}
+    namespace = solution_namespace(assignment, blank)
+    registry = grader.load(assignment)
+    for target in targets:
+        assert failing_checks(assignment, target, namespace) == {c.name for c in registry.checks_of(target)}
+        assert not visible_check_passes(assignment, f"test_{target}", namespace)
+
+
+@pytest.mark.parametrize(
+    "assignment, bug_name", [(a, name) for a in ASSIGNMENTS for name in bugs_of(a)]
+)
+def test_each_bug_fails_exactly_its_checks(assignment, bug_name):
+    bug = bugs_of(assignment)[bug_name]
+    namespace = solution_namespace(assignment, {bug.target: bug.source})
+    assert failing_checks(assignment, bug.target, namespace) == set(bug.failing_hidden_checks)
+    assert visible_check_passes(assignment, f"test_{bug.target}", namespace) != bug.fails_visible_check
+
+
+def test_failure_messages_say_what_was_expected_and_what_came_back():
+    bug = bugs_of("ex01_change_of_variables")["log_det_returns_determinant"]
+    namespace = solution_namespace("ex01_change_of_variables", {bug.target: bug.source})
+    check = next(c for c in grader.load("ex01_change_of_variables").checks
+                 if c.name == "log_det_of_volume_preserving_and_scaling_maps")
+    outcome = grader.run_check(check, namespace[bug.target])
+    assert not outcome.passed
+    assert "expected" in outcome.message and "got" in outcome.message and "largest error" in outcome.message
+
+
+def test_a_hanging_submission_is_stopped_and_reported(monkeypatch):
+    monkeypatch.setattr(grader, "TIME_LIMIT_SECONDS", 0.5)
+    namespace = solution_namespace(
+        "ex01_change_of_variables",
+        {"numerical_jacobian": "def numerical_jacobian(f, x, eps=1e-6):\n    while True:\n        try:\n            pass\n        except Exception:\n            pass"},
+    )
+    check = grader.load("ex01_change_of_variables").checks_of("numerical_jacobian")[0]
+    outcome = grader.run_check(check, namespace["numerical_jacobian"])
+    assert not outcome.passed and "longer than 0.5 s" in outcome.message
+
+
+def test_grade_reports_points_and_survives_a_missing_function(capsys):
+    namespace = solution_namespace("ex01_change_of_variables")
+    assert grader.grade("ex01_change_of_variables", "flow_log_prob", namespace) == 4
+    del namespace["flow_log_prob"]
+    assert grader.grade("ex01_change_of_variables", "flow_log_prob", namespace) == 0
+    report = capsys.readouterr().out
+    assert "4 of 4 points" in report and "0 of 4 points" in report
+    assert "no object named 'flow_log_prob' was defined" in report
+
+
+def test_grading_is_deterministic():
+    bug = bugs_of("ex01_change_of_variables")["log_prob_mixes_the_batch"]
+    namespace = solution_namespace("ex01_change_of_variables", {bug.target: bug.source})
+    registry = grader.load("ex01_change_of_variables")
+    runs = [[grader.run_check(c, namespace[bug.target]).message for c in registry.checks_of(bug.target)]
+            for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]

@@ -188,16 +188,18 @@ def _read_idx(path: Path) -> Tensor:
     return torch.from_numpy(data.reshape(*sizes).copy())
 
 
-def mnist_train_validation(validation_size: int = 2000, seed: int = 0) -> tuple[MNIST, MNIST, str]:
+def mnist_train_validation(
+    validation_size: int = 2000, seed: int = 0, download: bool = True
+) -> tuple[MNIST, MNIST, str]:
     """Training and validation images, and a sentence saying where they came from.
 
     Uses the official training split and the test split when both are available; where only the
     10,000-image test split is (as on machines without a network), splits it into
     ``10,000 - validation_size`` training and ``validation_size`` validation images.
     """
-    test = load_mnist("test")
+    test = load_mnist("test", download=download)
     try:
-        train = load_mnist("train")
+        train = load_mnist("train", download=download)
         return train, test, "MNIST: official training split (60,000) and test split (10,000)"
     except FileNotFoundError:
         order = torch.randperm(test.images.shape[0], generator=torch.Generator().manual_seed(seed))

@@ -11,6 +11,8 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN_PART = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
+SECRET_REGION = re.compile(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END (?:SOLUTION|HIDDEN TESTS)", re.DOTALL)
+SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "from grader import")
 
 
 def assignments() -> list[str]:
@@ -58,3 +60,17 @@ def visible_check_passes(assignment: str, check_id: str, namespace: dict) -> boo
     except Exception:
         return False
     return True
+
+
+def secret_lines(assignment: str) -> list[str]:
+    """Distinctive lines of the solution regions and hidden parts of an assignment's source notebook."""
+    source = "\n".join(cell.source for cell in source_notebook(assignment).cells)
+    return [line.strip() for region in SECRET_REGION.findall(source)
+            for line in region.splitlines() if len(line.strip()) > 12]
+
+
+def hidden_check_lines(assignment: str) -> list[str]:
+    """Distinctive code lines of an assignment's hidden-check module."""
+    source = (ROOT / "tests" / "hidden" / f"{assignment}.py").read_text()
+    return [line.strip() for line in source.splitlines()
+            if len(line.strip()) > 30 and not line.strip().startswith(('"""', "#", "@check", "def "))]

@@ -21,12 +21,19 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from course_notebooks import ROOT, assignments, nbgrader_role, source_notebook, with_solutions_replaced
+from course_notebooks import (
+    ROOT,
+    SECRET_MARKERS,
+    assignments,
+    hidden_check_lines,
+    nbgrader_role,
+    secret_lines,
+    source_notebook,
+    with_solutions_replaced,
+)
 
 pytestmark = pytest.mark.slow
 ASSIGNMENTS = assignments()
-SOLUTION_REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
-HIDDEN_REGION = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
 
 
 def nbgrader(course: Path, *args: str) -> None:
@@ -66,11 +73,9 @@ def test_committed_release_is_exactly_what_nbgrader_generates(course, assignment
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_release_holds_no_solution_and_no_hidden_check(assignment):
     release = "\n".join(p.read_text() for p in (ROOT / "exercises" / assignment).rglob("*") if p.is_file())
-    source = "\n".join(cell.source for cell in source_notebook(assignment).cells)
-    secrets = [line.strip() for region in SOLUTION_REGION.findall(source) + HIDDEN_REGION.findall(source)
-               for line in region.splitlines() if len(line.strip()) > 12]
+    secrets = secret_lines(assignment)
     assert secrets, "the source notebook should have solution and hidden-test regions"
-    for marker in ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "from grader import"):
+    for marker in SECRET_MARKERS:
         assert marker not in release
     leaked = [line for line in secrets if line in release]
     assert leaked == [], f"solution or hidden-check lines reached exercises/{assignment}: {leaked[:3]}"
@@ -150,8 +155,5 @@ def test_feedback_names_failed_checks_without_their_code(graded, assignment):
     html = (graded / "feedback" / "buggy" / assignment / f"{assignment}.html").read_text()
     text = unescape(re.sub(r"<[^>]+>", "", html))
     assert "FAILED" in text and "expected" in text
-    checks_source = (ROOT / "tests" / "hidden" / f"{assignment}.py").read_text()
-    code_lines = [line.strip() for line in checks_source.splitlines()
-                  if len(line.strip()) > 30 and not line.strip().startswith(('"""', "#", "@check", "def "))]
-    leaked = [line for line in code_lines if line in text]
+    leaked = [line for line in hidden_check_lines(assignment) if line in text]
     assert leaked == [], f"hidden-check code reached the feedback: {leaked[:3]}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import torch
 
 import grader
 from course_notebooks import assignments, solution_ids, solution_namespace, source_notebook, visible_check_passes
@@ -100,3 +101,12 @@ def test_grading_is_deterministic():
     runs = [[grader.run_check(c, namespace[bug.target]).message for c in registry.checks_of(bug.target)]
             for _ in range(3)]
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_ex01_closed_form_jacobians_agree_with_autograd():
+    checks = importlib.import_module("ex01_change_of_variables")
+    for d, seed in checks.SIZES_AND_SEEDS:
+        generator = torch.Generator().manual_seed(seed)
+        for map_ in checks.nonlinear_maps(d, generator):
+            x = checks.point(d, generator)
+            torch.testing.assert_close(map_.jacobian(x), torch.func.jacrev(map_.f)(x), atol=1e-12, rtol=1e-12)

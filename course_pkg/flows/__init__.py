@@ -1,5 +1,25 @@
 """Flow layers. Every layer follows the direction contract of :class:`Flow`."""
 
 from course_pkg.flows.base import Flow, Inverse, Sequential, sum_except_batch
+from course_pkg.flows.elementwise import ActNorm, Affine, LeakyReLUFlow, Logit, Sigmoid
+from course_pkg.flows.linear import DenseWeight, InvertibleConv1x1, LULinear, LUWeight, Permutation
+from course_pkg.flows.planar import Planar, Radial
 
-__all__ = ["Flow", "Inverse", "Sequential", "sum_except_batch"]
+__all__ = [
+    "Flow",
+    "Inverse",
+    "Sequential",
+    "sum_except_batch",
+    "ActNorm",
+    "Affine",
+    "LeakyReLUFlow",
+    "Logit",
+    "Sigmoid",
+    "DenseWeight",
+    "InvertibleConv1x1",
+    "LULinear",
+    "LUWeight",
+    "Permutation",
+    "Planar",
+    "Radial",
+]

@@ -1,0 +1,43 @@
+"""Input validation shared by the flow layers: one clear ``ValueError`` instead of a shape error
+from deep inside ``torch``, or a silent NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_LAYOUTS = {2: "[batch, {}]", 4: "[batch, {}, height, width]"}
+
+
+def expect_input(x: Tensor, layer: str, dims: tuple[int, ...] = (2, 4), size: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``x`` has ``x.dim()`` in ``dims`` and, if given, ``x.shape[1] == size``.
+
+    ``dims`` 2 means ``[batch, features]`` and 4 means ``[batch, channels, height, width]``; the
+    message names what ``layer`` expected and the shape it got.
+    """
+    if x.dim() in dims and (size is None or x.shape[1] == size):
+        return
+    expected = " or ".join(
+        _LAYOUTS[dim].format(size if size is not None else ("features" if dim == 2 else "channels")) for dim in dims
+    )
+    raise ValueError(f"{layer} expects input of shape {expected}, got shape {tuple(x.shape)}")
+
+
+def expect_in_interval(x: Tensor, layer: str, low: float, high: float, closed: bool) -> None:
+    """Raise ``ValueError`` unless every value of ``x`` lies in ``[low, high]`` (``closed``) or ``(low, high)``.
+
+    NaN counts as outside. Under ``torch.func.vmap`` a tensor cannot decide a Python ``if``, so
+    there the check is skipped (it is a guard for users, not part of the mathematics).
+    """
+    inside = (x >= low) & (x <= high) if closed else (x > low) & (x < high)
+    try:
+        all_inside = bool(inside.all())
+    except RuntimeError:  # vmap refuses data-dependent control flow
+        return
+    if not all_inside:
+        interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
+        finite = x[torch.isfinite(x)]
+        seen = f"[{finite.min().item():.6g}, {finite.max().item():.6g}]" if finite.numel() else "no finite values"
+        nan = " and NaN" if torch.isnan(x).any() else ""
+        raise ValueError(f"{layer} expects values in {interval}, got values in {seen}{nan}")

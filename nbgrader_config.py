@@ -1,17 +1,37 @@
 """nbgrader configuration for the course: run nbgrader commands from the repository root."""
 
 import os
+import sys
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
 
 c = get_config()  # noqa: F821 (provided by nbgrader)
 
-c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+course_root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.root = course_root
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(course_root, "gradebook.db")
 
-# The hidden part of each autograder cell imports the instructor-only checks from tests/hidden;
-# the notebook kernels inherit this variable from the nbgrader process.
-os.environ["COURSE_GRADING_ROOT"] = c.CourseDirectory.root
+# The hidden checks are instructor-only and live in tests/hidden. The hidden part of each check
+# cell imports them through this variable when a source notebook is run by hand (the kernels
+# inherit it); under autograde every check cell is graded outside the student's kernel instead.
+os.environ["COURSE_GRADING_ROOT"] = course_root
+sys.path.insert(0, os.path.join(course_root, "tests", "hidden"))
+from outside_kernel import GradeOutsideKernel, HideGradeCells, SafeExecute  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [
+    HideGradeCells,  # the kernel runs the student's cells only ...
+    SafeExecute,  # ... and may die without losing the notebook;
+    GradeOutsideKernel,  # every check cell runs in its own process, outside the kernel
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
-c.ExecutePreprocessor.timeout = 120
+c.Execute.timeout = 120

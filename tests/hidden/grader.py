@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import random
 import signal
 import sys
@@ -28,7 +29,8 @@ from types import CodeType, FunctionType
 import numpy as np
 import torch
 
-TIME_LIMIT_SECONDS = 20.0
+# Seconds one check may take; an instructor can change it for a slow machine.
+TIME_LIMIT_SECONDS = float(os.environ.get("COURSE_CHECK_TIME_LIMIT", "20"))
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def load(assignment: str) -> Registry:
 
 def run_check(check: Check, implementation: object, forbidden: list[Callable] = ()) -> Outcome:
     """Run one check in isolation from the student's side effects; never raises."""
-    _seed_everything(0)
+    seed_everything(0)
     try:
         with _quiet(), _time_limit(TIME_LIMIT_SECONDS), _refusing_calls_to(forbidden):
             check.run(implementation)
@@ -105,7 +107,12 @@ def run_check(check: Check, implementation: object, forbidden: list[Callable] = 
 
 
 def grade(assignment: str, target: str, namespace: dict) -> float:
-    """Grade ``namespace[target]`` against the hidden checks of ``target``; print a report, return points."""
+    """Grade ``namespace[target]`` against the hidden checks of ``target``; print a report, return points.
+
+    This runs the checks in the calling process, as when the instructor runs a source notebook.
+    Under ``nbgrader autograde`` the course's configuration grades every check cell outside the
+    student's kernel instead (``outside_kernel.py``), with the same checks and the same report.
+    """
     registry = load(assignment)
     checks = registry.checks_of(target)
     if target not in namespace:
@@ -113,14 +120,21 @@ def grade(assignment: str, target: str, namespace: dict) -> float:
     else:
         forbidden = registry.forbidden.get(target, [])
         outcomes = [run_check(c, namespace[target], forbidden) for c in checks]
+    print(report(target, outcomes))
+    return sum(o.points for o in outcomes)
+
+
+def report(target: str, outcomes: list[Outcome]) -> str:
+    """One line per check: its invariant, the points it earned and, on failure, why."""
     earned = sum(o.points for o in outcomes)
-    total = sum(c.points for c in checks)
-    print(f"Hidden checks of {target}: {earned:g} of {total:g} points")
+    total = sum(o.check.points for o in outcomes)
+    lines = [f"Hidden checks of {target}: {earned:g} of {total:g} points"]
     for outcome in outcomes:
         mark = "passed" if outcome.passed else "FAILED"
-        line = f"  [{mark}] {outcome.check.description} ({outcome.points:g}/{outcome.check.points:g})"
-        print(line + (f"\n           {outcome.message}" if outcome.message else ""))
-    return earned
+        lines.append(f"  [{mark}] {outcome.check.description} ({outcome.points:g}/{outcome.check.points:g})")
+        if outcome.message:
+            lines.append(f"           {outcome.message}")
+    return "\n".join(lines)
 
 
 def _first_line(error: BaseException) -> str:
@@ -128,7 +142,7 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:500] if text else ""
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -172,18 +186,20 @@ def _refusing_calls_to(forbidden: list[Callable]) -> Iterator[None]:
 
     def watch(frame, event, arg):
         if event == "call" and frame.f_code in codes and not caught:
-            caught.append(frame.f_code.co_qualname)
+            caught.append(f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_qualname}")
 
     previous = sys.getprofile()
     sys.setprofile(watch)
     try:
         yield
+        if sys.getprofile() is not watch:
+            caught.append("sys.setprofile, which switched off the grader's watch")
     finally:
         sys.setprofile(previous)
     if caught:
         raise DelegationRefused(
-            f"your code calls course_pkg's reference implementation ({caught[0]}); "
-            "this exercise asks you to write it yourself"
+            f"your code calls {caught[0]}: the exercise asks you to write it yourself, "
+            "without course_pkg's reference implementation"
         )
 
 

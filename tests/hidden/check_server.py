@@ -1,0 +1,188 @@
+"""The trusted side of grading: runs each grade cell of a submission in its own forked process.
+
+Started once per ``nbgrader autograde`` run (see ``outside_kernel.py``), it imports torch and the
+hidden checks before any student code exists, then answers one JSON request per line on stdin:
+
+    {"kind": "visible", "cells": [...], "source": "...", "cwd": "..."}
+    {"kind": "check", "cells": [...], "assignment": "...", "check": "...", "cwd": "..."}
+
+For each it forks a child that runs the student's cells (``cells``, the notebook's non-grade code
+cells up to the grade cell), then either the visible check ``source`` or one hidden check, and
+reports through a pipe. The child's stdout and stderr go nowhere, so prints of any size and
+warnings cost nothing; a child that crashes (``os._exit``, a segfault, memory exhaustion) or
+overruns its time is reported as such and takes nothing else with it. Whatever the student's
+code changes in torch, numpy, the self-checks or the grader is undone before a check compares
+anything, and a check during which such a change happens fails as tampering.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import resource
+import select
+import signal
+import sys
+import time
+import traceback
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional  # noqa: E402
+import torch.testing  # noqa: E402
+
+import course_pkg.testing  # noqa: E402
+import grader  # noqa: E402
+
+TIME_LIMIT_SECONDS = grader.TIME_LIMIT_SECONDS
+MEMORY_LIMIT_BYTES = 6 * 1024**3
+OUTPUT_LIMIT_CHARACTERS = 4000
+PROTECTED = [builtins, math, random, numpy, numpy.random, torch, torch.Tensor, torch.linalg, torch.func,
+             torch.testing, torch.nn.functional, torch.autograd, course_pkg.testing, grader]
+
+
+def snapshot() -> list[dict]:
+    return [dict(vars(namespace)) for namespace in PROTECTED]
+
+
+def undo_changes(clean: list[dict]) -> list[str]:
+    """Put every protected namespace back as it was in ``clean``; name what had changed."""
+    changed = []
+    for namespace, original in zip(PROTECTED, clean):
+        current = vars(namespace)
+        label = getattr(namespace, "__name__", str(namespace))
+        for name in set(current) | set(original):
+            if name in original and current.get(name, _MISSING) is original[name]:
+                continue
+            if name not in original and isinstance(current[name], types.ModuleType):
+                continue  # a submodule imported on first use, as torch and numpy do
+            if name.startswith("__") and name not in ("__import__", "__build_class__"):
+                continue  # interpreter bookkeeping (e.g. __warningregistry__), not a test's tool
+            changed.append(f"{label}.{name}")
+            with contextlib.suppress(AttributeError, TypeError):
+                if name in original:
+                    setattr(namespace, name, original[name])
+                else:
+                    delattr(namespace, name)
+    return sorted(changed)
+
+
+_MISSING = object()
+
+
+def run_student_cells(cells: list[str]) -> dict:
+    namespace: dict = {"__name__": "__main__"}
+    for index, source in enumerate(cells):
+        try:
+            exec(compile(source, f"<cell {index}>", "exec"), namespace)
+        except BaseException:  # the student's cell failed: the notebook would go on too
+            pass
+    return namespace
+
+
+def run_visible(request: dict, namespace: dict) -> dict:
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(io.StringIO()):
+            exec(compile(request["source"], "<check cell>", "exec"), namespace)
+    except BaseException as error:
+        return {"passed": False, "error": type(error).__name__, "message": str(error)[:OUTPUT_LIMIT_CHARACTERS],
+                "stdout": output.getvalue()[:OUTPUT_LIMIT_CHARACTERS]}
+    return {"passed": True, "stdout": output.getvalue()[:OUTPUT_LIMIT_CHARACTERS]}
+
+
+def run_hidden(request: dict, namespace: dict) -> dict:
+    registry = grader.load(request["assignment"])
+    check = next(c for c in registry.checks if c.name == request["check"])
+    if check.target not in namespace:
+        return {"passed": False, "message": f"no object named {check.target!r} was defined"}
+    outcome = grader.run_check(check, namespace[check.target], registry.forbidden.get(check.target, []))
+    return {"passed": outcome.passed, "message": outcome.message}
+
+
+def child(request: dict, clean: list[dict], report_fd: int) -> None:
+    """Runs in the forked process: never returns."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    result = {"passed": False, "message": "the grader failed before it could report"}
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+        os.chdir(request["cwd"])
+        namespace = run_student_cells(request["cells"])
+        undo_changes(clean)  # top-level changes are undone; changes during the check below fail it
+        result = run_visible(request, namespace) if request["kind"] == "visible" else run_hidden(request, namespace)
+        changed = undo_changes(clean)
+        if changed:
+            result = {"passed": False, "tampered": True,
+                      "message": f"your code replaced {', '.join(changed[:3])} while being checked; "
+                                 "the check does not count"}
+    except BaseException:
+        result = {"passed": False, "message": "the grader failed: " + traceback.format_exc(limit=1)[-300:]}
+    with os.fdopen(report_fd, "w") as report:
+        report.write(json.dumps(result))
+    os._exit(0)
+
+
+def serve_one(request: dict, clean: list[dict]) -> dict:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        child(request, clean, write_fd)
+    os.close(write_fd)
+    deadline = time.monotonic() + request.get("time_limit", TIME_LIMIT_SECONDS) + 5
+    chunks = []
+    with os.fdopen(read_fd, "rb") as pipe:
+        while True:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([pipe], [], [], max(remaining, 0))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return {"passed": False, "timeout": True,
+                        "message": f"took longer than {request.get('time_limit', TIME_LIMIT_SECONDS):g} s and was stopped"}
+            chunk = pipe.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if chunks:
+        return json.loads(b"".join(chunks))
+    how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+           else f"exited with code {os.WEXITSTATUS(status)}")
+    return {"passed": False, "crashed": True, "message": f"crashed: the process running your code {how}"}
+
+
+def warm_up() -> None:
+    """Trigger torch's lazy imports now: some of them rebind attributes of ``torch`` (importing
+    ``torch._dynamo`` wraps ``torch.manual_seed``), which must not look like a student's doing."""
+    import torch._dynamo  # noqa: F401
+
+    x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    torch.func.vmap(torch.func.jacrev(torch.sin))(x[None].detach())
+    torch.autograd.functional.jacobian(torch.sin, x.detach())
+    torch.sin(x).sum().backward()
+    torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2)).log_prob(torch.zeros(2))
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    warm_up()
+    clean = snapshot()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(serve_one(json.loads(line), clean)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""nbgrader preprocessors that grade every check cell outside the student's kernel.
+
+Inside the notebook's kernel the student's code can do anything: replace ``torch.allclose``, kill
+the kernel (after which nbgrader would throw away the whole notebook), print megabytes or write
+warnings to stderr (which nbgrader scores as a failure). So ``nbgrader autograde`` (configured in
+``nbgrader_config.py``) runs the kernel on the student's own cells only, and then:
+
+* :class:`GradeOutsideKernel` sends each grade cell, together with the student's cells above it,
+  to ``check_server.py``, which runs it in a fresh forked process and reports; the cell's outputs
+  become that report: for a visible check its prints or its error, for a hidden check one line per
+  check and the points earned as the cell's value (nbgrader's partial credit).
+
+:class:`HideGradeCells` runs before the kernel and :class:`SafeExecute` replaces nbgrader's
+``Execute`` so that a dead kernel costs the cells it did not run, not the notebook.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+from nbformat.v4 import new_output
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+
+HERE = Path(__file__).resolve().parent
+
+STASH = "course_graded_source"
+PLACEHOLDER = "# graded outside the notebook's kernel"
+HIDDEN_CALL = re.compile(r"""grade\(\s*["'](\w+)["']\s*,\s*["'](\w+)["']""")
+HIDDEN_PART = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
+
+
+def is_grade_cell(cell: NotebookNode) -> bool:
+    role = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and role.get("grade", False) and not role.get("solution", False)
+
+
+class HideGradeCells(NbGraderPreprocessor):
+    """Before the kernel runs: set every grade cell's source aside, so the kernel never runs a check."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if is_grade_cell(cell):
+            cell.metadata[STASH] = cell.source
+            cell.source = PLACEHOLDER
+        return cell, resources
+
+
+class SafeExecute(Execute):
+    """nbgrader's ``Execute``, except that a kernel that dies leaves the cells it ran as they are."""
+
+    def preprocess(self, nb, resources=None, km=None):
+        try:
+            return super().preprocess(nb, resources, km)
+        except DeadKernelError as error:
+            self.log.warning("The kernel died while running the student's cells: %s", error)
+            return nb, resources
+
+
+class CheckServer:
+    """One ``check_server.py`` process, started on first use and stopped when nbgrader exits."""
+
+    _process: subprocess.Popen | None = None
+
+    @classmethod
+    def ask(cls, request: dict) -> dict:
+        if cls._process is None or cls._process.poll() is not None:
+            cls._process = subprocess.Popen(
+                [sys.executable, str(HERE / "check_server.py")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            )
+            atexit.register(cls._process.kill)
+            json.loads(cls._process.stdout.readline())  # {"ready": true}
+        cls._process.stdin.write(json.dumps(request) + "\n")
+        cls._process.stdin.flush()
+        return json.loads(cls._process.stdout.readline())
+
+
+class GradeOutsideKernel(NbGraderPreprocessor):
+    """After the kernel: put each grade cell's source back and fill its outputs from the check server."""
+
+    def preprocess(self, nb, resources):
+        cwd = resources.get("metadata", {}).get("path") or "."
+        student_cells: list[str] = []
+        for cell in nb.cells:
+            if is_grade_cell(cell):
+                cell.source = cell.metadata.pop(STASH, cell.source)
+                cell.outputs = self.grade(cell.source, list(student_cells), cwd)
+                cell.execution_count = None
+            elif cell.cell_type == "code":
+                student_cells.append(cell.source)
+        return nb, resources
+
+    def grade(self, source: str, student_cells: list[str], cwd: str) -> list[NotebookNode]:
+        outputs = []
+        visible = HIDDEN_PART.sub("", source)
+        result = CheckServer.ask({"kind": "visible", "cells": student_cells, "source": visible, "cwd": cwd})
+        if result.get("stdout"):
+            outputs.append(new_output("stream", name="stdout", text=result["stdout"]))
+        if not result["passed"]:
+            error = result.get("error", "Error")
+            outputs.append(new_output("error", ename=error, evalue=result["message"],
+                                      traceback=[f"{error}: {result['message']}"]))
+            return outputs
+        call = HIDDEN_CALL.search(source)
+        if call:
+            assignment, target = call.groups()
+            report, points = self.hidden_checks(assignment, target, student_cells, cwd)
+            outputs.append(new_output("stream", name="stdout", text=report))
+            outputs.append(new_output("execute_result", data={"text/plain": f"{points:g}"}, execution_count=None))
+        return outputs
+
+    def hidden_checks(self, assignment: str, target: str, student_cells: list[str], cwd: str) -> tuple[str, float]:
+        import grader  # imported here so that other nbgrader commands do not load torch
+
+        outcomes = []
+        for check in grader.load(assignment).checks_of(target):
+            result = CheckServer.ask({"kind": "check", "assignment": assignment, "check": check.name,
+                                      "cells": student_cells, "cwd": cwd})
+            outcomes.append(grader.Outcome(check, result["passed"], result.get("message", "")))
+        return grader.report(target, outcomes), sum(o.points for o in outcomes)

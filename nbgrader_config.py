@@ -4,7 +4,17 @@ import os
 import sys
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
 
 c = get_config()  # noqa: F821 (provided by nbgrader)
 
@@ -19,11 +29,29 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(course_root, "gradebook.d
 # inherit it); under autograde every check cell is graded outside the student's kernel instead.
 os.environ["COURSE_GRADING_ROOT"] = course_root
 sys.path.insert(0, os.path.join(course_root, "tests", "hidden"))
-from outside_kernel import GradeOutsideKernel, HideGradeCells, SafeExecute  # noqa: E402
+from outside_kernel import (  # noqa: E402
+    CapOutputSize,
+    ForgetDuplicatedCells,
+    GradeOutsideKernel,
+    HideGradeCells,
+    SafeExecute,
+)
+
+# A student who deletes, edits or duplicates a check cell gets it back as the instructor wrote it.
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    ForgetDuplicatedCells,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
+c.OverwriteCells.add_missing_cells = True
 
 c.Autograde.autograde_preprocessors = [
     HideGradeCells,  # the kernel runs the student's cells only ...
     SafeExecute,  # ... and may die without losing the notebook;
+    CapOutputSize,
     GradeOutsideKernel,  # every check cell runs in its own process, outside the kernel
     IgnorePattern,
     ClearMetadataPreprocessor,

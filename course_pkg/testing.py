@@ -114,6 +114,9 @@ def assert_close(what: str, actual: Tensor, expected: Tensor, atol: float = 1e-6
         raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(actual).__name__}")
     _expect_shape(what, actual, tuple(expected.shape))
     actual = actual.to(expected.dtype)
+    if not torch.isfinite(expected).all():
+        raise CheckFailed(f"{what}: the reference value is not finite ({expected.flatten()[:5].tolist()}); "
+                          "the map is singular or overflows at this input")
     if not torch.isfinite(actual).all():
         raise CheckFailed(f"{what}: got non-finite values (NaN or inf): {actual.flatten()[:5].tolist()}")
     error = (actual - expected).abs()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -62,15 +65,53 @@ def visible_check_passes(assignment: str, check_id: str, namespace: dict) -> boo
     return True
 
 
+def _distinctive(lines: list[str], min_length: int) -> list[str]:
+    """Lines long enough to be telling, other than imports and lines the public package has too."""
+    public = {line.strip() for path in (ROOT / "course_pkg").rglob("*.py") for line in path.read_text().splitlines()}
+    return [line for line in (raw.strip() for raw in lines)
+            if len(line) >= min_length and not line.startswith(("import ", "from ", "#", '"""', "@"))
+            and line not in public]
+
+
 def secret_lines(assignment: str) -> list[str]:
     """Distinctive lines of the solution regions and hidden parts of an assignment's source notebook."""
     source = "\n".join(cell.source for cell in source_notebook(assignment).cells)
-    return [line.strip() for region in SECRET_REGION.findall(source)
-            for line in region.splitlines() if len(line.strip()) > 12]
+    return _distinctive([line for region in SECRET_REGION.findall(source) for line in region.splitlines()], 13)
 
 
 def hidden_check_lines(assignment: str) -> list[str]:
     """Distinctive code lines of an assignment's hidden-check module."""
     source = (ROOT / "tests" / "hidden" / f"{assignment}.py").read_text()
-    return [line.strip() for line in source.splitlines()
-            if len(line.strip()) > 30 and not line.strip().startswith(('"""', "#", "@check", "def "))]
+    return [line for line in _distinctive(source.splitlines(), 31) if not line.startswith("def ")]
+
+
+def copy_course(destination: Path, assignments_to_generate: list[str]) -> Path:
+    """A copy of the instructor's course (config, solutions, hidden checks) with the assignments generated."""
+    shutil.copy(ROOT / "nbgrader_config.py", destination)
+    shutil.copytree(ROOT / "solutions", destination / "solutions")
+    shutil.copytree(ROOT / "tests" / "hidden", destination / "tests" / "hidden",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for assignment in assignments_to_generate:
+        run_nbgrader(destination, "generate_assignment", assignment, "--force")
+    return destination
+
+
+def run_nbgrader(course: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def submit(course: Path, student: str, assignment: str, notebook) -> None:
+    folder = course / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, folder / f"{assignment}.ipynb")
+
+
+def cell_scores(course: Path, assignment: str, student: str) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        notebook = gradebook.find_submission_notebook(assignment, assignment, student)
+        return {grade.name: grade.score for grade in notebook.grades}

@@ -12,9 +12,6 @@ from __future__ import annotations
 import importlib
 import re
 from html import unescape
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -25,10 +22,14 @@ from course_notebooks import (
     ROOT,
     SECRET_MARKERS,
     assignments,
+    cell_scores,
+    copy_course,
     hidden_check_lines,
     nbgrader_role,
+    run_nbgrader,
     secret_lines,
     source_notebook,
+    submit,
     with_solutions_replaced,
 )
 
@@ -36,22 +37,10 @@ pytestmark = pytest.mark.slow
 ASSIGNMENTS = assignments()
 
 
-def nbgrader(course: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True)
-    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-
-
 @pytest.fixture(scope="module")
 def course(tmp_path_factory) -> Path:
     """A copy of the instructor's course with every assignment generated afresh."""
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    shutil.copytree(ROOT / "tests" / "hidden", course / "tests" / "hidden",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for assignment in ASSIGNMENTS:
-        nbgrader(course, "generate_assignment", assignment, "--force")
-    return course
+    return copy_course(tmp_path_factory.mktemp("course"), ASSIGNMENTS)
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -79,12 +68,6 @@ def test_release_holds_no_solution_and_no_hidden_check(assignment):
         assert marker not in release
     leaked = [line for line in secrets if line in release]
     assert leaked == [], f"solution or hidden-check lines reached exercises/{assignment}: {leaked[:3]}"
-
-
-def submit(course: Path, student: str, assignment: str, notebook) -> None:
-    folder = course / "submitted" / student / assignment
-    folder.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, folder / f"{assignment}.ipynb")
 
 
 def expected_scores_with_bugs(assignment: str, bug_names: list[str]) -> dict[str, float]:
@@ -119,14 +102,8 @@ def graded(course) -> Path:
         submit(course, "reference", assignment, source_notebook(assignment, course))
         submit(course, "blank", assignment, nbformat.read(course / "exercises" / assignment / f"{assignment}.ipynb", 4))
         submit(course, "buggy", assignment, buggy)
-        nbgrader(course, "autograde", assignment)
+        run_nbgrader(course, "autograde", assignment)
     return course
-
-
-def cell_scores(course: Path, assignment: str, student: str) -> dict[str, float]:
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        notebook = gradebook.find_submission_notebook(assignment, assignment, student)
-        return {grade.name: grade.score for grade in notebook.grades}
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -151,7 +128,7 @@ def test_each_bug_costs_exactly_the_points_of_the_checks_it_breaks(graded, assig
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_feedback_names_failed_checks_without_their_code(graded, assignment):
-    nbgrader(graded, "generate_feedback", assignment)
+    run_nbgrader(graded, "generate_feedback", assignment)
     html = (graded / "feedback" / "buggy" / assignment / f"{assignment}.html").read_text()
     text = unescape(re.sub(r"<[^>]+>", "", html))
     assert "FAILED" in text and "expected" in text

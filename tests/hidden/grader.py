@@ -19,7 +19,6 @@ import io
 import os
 import random
 import signal
-import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -175,41 +174,65 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+DELEGATION_CALLS: list[str] = []  # filled by the tripwires below
+
+
 @contextlib.contextmanager
 def _refusing_calls_to(forbidden: list[Callable]) -> Iterator[None]:
-    """Fail the check if any of the ``forbidden`` reference functions runs while it does."""
-    codes = _code_objects(forbidden)
-    if not codes:
-        yield
-        return
-    caught: list[str] = []
+    """Fail the check if any of the ``forbidden`` reference functions runs while it does.
 
-    def watch(frame, event, arg):
-        if event == "call" and frame.f_code in codes and not caught:
-            caught.append(f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_qualname}")
-
-    previous = sys.getprofile()
-    sys.setprofile(watch)
+    Each forbidden function's code is swapped for a tripwire that records the call and raises,
+    so the refusal holds however the student reached the function (an alias, a subclass, a
+    stored reference) and costs nothing while the student's own code runs.
+    """
+    functions = _functions_of(forbidden)
+    originals = {function: function.__code__ for function in functions}
+    tripwires = {function: _tripwire(function) for function in functions}
+    DELEGATION_CALLS.clear()
+    for function, code in tripwires.items():
+        function.__code__ = code
     try:
         yield
-        if sys.getprofile() is not watch:
-            caught.append("sys.setprofile, which switched off the grader's watch")
+        if any(function.__code__ is not code for function, code in tripwires.items()):
+            DELEGATION_CALLS.append("a reference implementation whose code it swapped back")
+    except BaseException:
+        if not DELEGATION_CALLS:
+            raise
     finally:
-        sys.setprofile(previous)
-    if caught:
+        for function, code in originals.items():
+            function.__code__ = code
+    if DELEGATION_CALLS:
         raise DelegationRefused(
-            f"your code calls {caught[0]}: the exercise asks you to write it yourself, "
+            f"your code calls {DELEGATION_CALLS[0]}: the exercise asks you to write it yourself, "
             "without course_pkg's reference implementation"
         )
 
 
-def _code_objects(functions: list[Callable]) -> set[CodeType]:
-    """The code objects of functions, and of every method of classes, in ``functions``."""
-    codes = set()
-    for item in functions:
+def _tripwire(function: FunctionType) -> CodeType:
+    """Code with ``function``'s free variables (so it can stand in for it) that records a call and raises."""
+    name = f"{function.__module__}.{function.__qualname__}"
+    free = function.__code__.co_freevars
+    source = (
+        "def outer():\n"
+        + "".join(f"    {var} = None\n" for var in free)
+        + "    def tripwire(*args, **kwargs):\n"
+        + (f"        ({', '.join(free)},)\n" if free else "")
+        + f"        __import__('grader').DELEGATION_CALLS.append({name!r})\n"
+        + f"        raise RuntimeError('calls to {name} are refused in this exercise')\n"
+        + "    return tripwire\n"
+    )
+    namespace: dict = {}
+    exec(compile(source, "<tripwire>", "exec"), namespace)
+    return namespace["outer"]().__code__
+
+
+def _functions_of(items: list[Callable]) -> list[FunctionType]:
+    """The functions in ``items``, and every function defined in the classes among them."""
+    functions = []
+    for item in items:
         members = vars(item).values() if isinstance(item, type) else [item]
         for member in members:
-            member = getattr(member, "__func__", member)
+            member = getattr(member, "__func__", getattr(member, "fget", member))
             if isinstance(member, FunctionType):
-                codes.add(member.__code__)
-    return codes
+                functions.append(member)
+    return functions

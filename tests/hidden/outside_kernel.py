@@ -41,6 +41,19 @@ def is_grade_cell(cell: NotebookNode) -> bool:
     return cell.cell_type == "code" and role.get("grade", False) and not role.get("solution", False)
 
 
+class ForgetDuplicatedCells(NbGraderPreprocessor):
+    """After nbgrader's ``DeduplicateIds``: make a duplicated check cell an ordinary cell.
+
+    ``DeduplicateIds`` empties the duplicate's nbgrader metadata, which nbgrader's own schema
+    check then takes for an outdated notebook format, stopping the grading of every student.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.metadata.get("nbgrader") == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources
+
+
 class HideGradeCells(NbGraderPreprocessor):
     """Before the kernel runs: set every grade cell's source aside, so the kernel never runs a check."""
 
@@ -60,6 +73,20 @@ class SafeExecute(Execute):
         except DeadKernelError as error:
             self.log.warning("The kernel died while running the student's cells: %s", error)
             return nb, resources
+
+
+class CapOutputSize(NbGraderPreprocessor):
+    """Cut each printed output to ``limit`` characters: a student's megabytes of prints must not
+    reach the gradebook or the feedback (nbgrader's ``LimitOutput`` counts lines, not characters)."""
+
+    limit = 20_000
+
+    def preprocess_cell(self, cell, resources, index):
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream" and len(output.text) > self.limit:
+                cut = len(output.text) - self.limit
+                output.text = output.text[: self.limit] + f"\n... ({cut} more characters not shown)\n"
+        return cell, resources
 
 
 class CheckServer:

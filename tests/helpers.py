@@ -7,7 +7,7 @@ these are the extra checks the package's own tests make on every layer.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -192,3 +192,25 @@ def _latent(layer: Flow, x: Tensor) -> Tensor:
     """A point in the latent space to test the inverse direction at: ``forward(x)``, detached."""
     with torch.no_grad():
         return layer(x)[0]
+
+
+def uniform(low: float, high: float, *shape: int) -> Callable[[torch.Generator], Tensor]:
+    """An input maker for :class:`FlowCase`: a float64 batch of ``shape``, uniform in ``[low, high)``.
+
+    For layers with a bounded domain (logit preprocessing, dequantized pixels in ``[0, 1]``).
+    """
+    return lambda generator: low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def single_threaded() -> Iterator[None]:
+    """Run a test module on one CPU thread, restoring the count afterwards.
+
+    Tiny tensors gain nothing from more threads, and on a busy machine (two cores shared with
+    other jobs) OpenMP's waiting threads make them many times slower. Use it in a module with
+    ``from helpers import single_threaded`` and ``pytestmark = pytest.mark.usefixtures("single_threaded")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,6 +4,16 @@ from course_pkg.flows.base import Flow, Inverse, Sequential, sum_except_batch
 from course_pkg.flows.elementwise import ActNorm, Affine, LeakyReLUFlow, Logit, Sigmoid
 from course_pkg.flows.linear import DenseWeight, InvertibleConv1x1, LULinear, LUWeight, Permutation
 from course_pkg.flows.planar import Planar, Radial
+from course_pkg.flows.coupling import (
+    AdditiveCoupling,
+    AffineCoupling,
+    Coupling,
+    alternating_mask,
+    channel_mask,
+    checkerboard_mask,
+    half_mask,
+)
+from course_pkg.flows.multiscale import FactorOut, Squeeze
 
 __all__ = [
     "Flow",
@@ -22,4 +32,13 @@ __all__ = [
     "Permutation",
     "Planar",
     "Radial",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Coupling",
+    "alternating_mask",
+    "channel_mask",
+    "checkerboard_mask",
+    "half_mask",
+    "FactorOut",
+    "Squeeze",
 ]

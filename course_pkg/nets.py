@@ -1,0 +1,87 @@
+"""Conditioner networks for coupling layers: an MLP for vectors and a small convolutional ResNet for images.
+
+A coupling layer never inverts its conditioner, so any network will do. Two choices matter:
+
+- the **last layer starts at zero**, so a new coupling layer is exactly the identity and a deep
+  stack of them starts as the identity too (training starts from the base distribution, not from
+  a random warp of it);
+- the networks are **smooth** (SiLU by default) and use **no batch statistics** (no BatchNorm), so
+  every sample is transformed independently of the rest of the batch, and the Jacobian checks by
+  central differences see no kinks.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def _zero_init(layer: nn.Linear | nn.Conv2d) -> nn.Linear | nn.Conv2d:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MLP(nn.Sequential):
+    """Fully connected network ``[B, in_features] -> [B, out_features]`` with a zero-initialised output layer.
+
+    ``Linear -> activation`` ``num_hidden_layers`` times (width ``hidden_features``), then a
+    ``Linear`` whose weight and bias start at 0, so the network starts as the constant 0.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_features: int = 64,
+        num_hidden_layers: int = 2,
+        activation: type[nn.Module] = nn.SiLU,
+    ) -> None:
+        if num_hidden_layers < 1:
+            raise ValueError(f"MLP needs at least one hidden layer, got num_hidden_layers={num_hidden_layers}")
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(num_hidden_layers):
+            layers += [nn.Linear(width, hidden_features), activation()]
+            width = hidden_features
+        layers.append(_zero_init(nn.Linear(width, out_features)))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block ``h + conv(act(conv(act(h))))``, 3x3 convolutions, ``[B, C, H, W]`` in and out."""
+
+    def __init__(self, channels: int, activation: type[nn.Module] = nn.SiLU) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            activation(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            activation(),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.residual(h)
+
+
+class ResNet(nn.Sequential):
+    """Small convolutional ResNet ``[B, in_channels, H, W] -> [B, out_channels, H, W]`` with a zero-initialised output.
+
+    A 3x3 convolution to ``hidden_channels``, ``num_blocks`` :class:`ResidualBlock` s, an
+    activation, and a 3x3 convolution to ``out_channels`` whose weight and bias start at 0.
+    Padding keeps the height and width.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: int = 32,
+        num_blocks: int = 1,
+        activation: type[nn.Module] = nn.SiLU,
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
+            *(ResidualBlock(hidden_channels, activation) for _ in range(num_blocks)),
+            activation(),
+            _zero_init(nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1)),
+        )

@@ -1,0 +1,83 @@
+"""One training loop for the density models of the course: maximum likelihood with Adam.
+
+The loss is the mean negative log-likelihood of a batch, ``-1/B sum_b log p(x_b)`` in nats; the
+progress bar also shows it in bits per dimension, ``loss / (D log 2)``, where ``D`` counts the
+numbers in one sample. For 8-bit images, train a
+:class:`~course_pkg.preprocessing.DequantizedModel` on the integer pixels: its ``log_prob``
+includes the dequantization correction, so that figure is the papers' bits per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import trange
+
+from course_pkg.devices import default_device
+
+
+def train(
+    model: nn.Module,
+    data: Tensor | Iterable[Tensor],
+    steps: int,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    max_grad_norm: float = 10.0,
+) -> list[float]:
+    """Fit ``model`` (anything with ``log_prob(x) -> [batch]``) to ``data`` by ``steps`` Adam steps; returns the losses.
+
+    ``data`` is a tensor ``[N, ...]``, from which each step draws ``batch_size`` rows at random
+    (with replacement), or an iterable of batches (a ``DataLoader``, a generator): a batch that is
+    a tuple or list counts by its first element (labels are ignored), and ``batch_size`` is unused.
+    An iterable that runs out is iterated again (a ``DataLoader`` starts a new epoch); one that
+    yields nothing more raises ``ValueError``.
+
+    ``device`` defaults to :func:`~course_pkg.devices.default_device` (the GPU where there is one);
+    the model is moved there (in place, as ``Module.to`` does), and each batch too. Before each
+    step the gradient's global norm is clipped to ``max_grad_norm``. With ``progress``, a progress
+    bar shows the loss in nats and in bits per dimension; nothing else is printed. A loss that is
+    not finite stops training with ``FloatingPointError``, naming the step.
+    """
+    if steps < 1:
+        raise ValueError(f"train needs steps >= 1, got {steps}")
+    device = default_device() if device is None else torch.device(device)
+    model.to(device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    batches = _batches(data, batch_size)
+    losses: list[float] = []
+    bar = trange(steps, disable=not progress, desc="training")
+    for step in bar:
+        x = next(batches).to(device)
+        loss = -model.log_prob(x).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}; try a smaller lr or max_grad_norm")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        losses.append(loss.item())
+        bits_per_dim = losses[-1] / (math.prod(x.shape[1:]) * math.log(2))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", bpd=f"{bits_per_dim:.3f}", refresh=False)
+    return losses
+
+
+def _batches(data: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
+    """An endless stream of batches: random rows of a tensor, or the batches of an iterable, again and again."""
+    if isinstance(data, Tensor):
+        if data.dim() < 2 or data.shape[0] == 0:
+            raise ValueError(f"train expects a data tensor [N, ...] with N >= 1 samples, got shape {tuple(data.shape)}")
+        while True:
+            yield data[torch.randint(data.shape[0], (batch_size,))]
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        if empty:
+            raise ValueError("train ran out of data: pass a tensor, a DataLoader, or an iterator that does not end")

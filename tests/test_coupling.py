@@ -1,0 +1,251 @@
+"""Coupling layers: masks, NICE's additive and RealNVP's affine coupling, on vectors and on images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import FlowCase, FlowContract, check_rejects_shape, randomize_parameters, standard_normal
+from helpers import single_threaded  # noqa: F401  (a fixture, used through pytestmark)
+from torch import Tensor
+
+from course_pkg.flows import (
+    AdditiveCoupling,
+    AffineCoupling,
+    Coupling,
+    alternating_mask,
+    channel_mask,
+    checkerboard_mask,
+    half_mask,
+)
+from course_pkg.nets import MLP, ResNet
+from course_pkg.testing import autograd_batch_jacobian
+
+pytestmark = pytest.mark.usefixtures("single_threaded")
+
+
+def fixed_image_mask() -> Tensor:
+    """A full ``[C, H, W]`` mask with no pattern, drawn once from a seed."""
+    return (torch.rand(2, 3, 3, generator=torch.Generator().manual_seed(5)) < 0.5).float()
+
+
+CASES = [
+    FlowCase(
+        "additive-vectors",
+        lambda: AdditiveCoupling(alternating_mask(5), MLP(5, 5, hidden_features=8)),
+        standard_normal(6, 5),
+    ),
+    FlowCase(
+        "affine-vectors-half",
+        lambda: AffineCoupling(half_mask(4), MLP(4, 8, hidden_features=8)),
+        standard_normal(6, 4),
+        seed=1,
+    ),
+    FlowCase(
+        "affine-vectors-odd",
+        lambda: AffineCoupling(alternating_mask(5, parity=1), MLP(5, 10, hidden_features=8, num_hidden_layers=1)),
+        standard_normal(6, 5),
+        seed=2,
+    ),
+    FlowCase(
+        "additive-checkerboard-images",
+        lambda: AdditiveCoupling(checkerboard_mask(4, 4), ResNet(2, 2, hidden_channels=4)),
+        standard_normal(3, 2, 4, 4),
+        seed=3,
+    ),
+    FlowCase(
+        "affine-checkerboard-images",
+        lambda: AffineCoupling(checkerboard_mask(4, 4, parity=1).unsqueeze(0), ResNet(2, 4, hidden_channels=4)),
+        standard_normal(3, 2, 4, 4),
+        seed=4,
+    ),
+    FlowCase(
+        "affine-channel-images",
+        lambda: AffineCoupling(channel_mask(4, parity=1), ResNet(4, 8, hidden_channels=4, num_blocks=2)),
+        standard_normal(3, 4, 3, 3),
+        seed=5,
+    ),
+    FlowCase(
+        "affine-full-image-mask",
+        lambda: AffineCoupling(fixed_image_mask(), ResNet(2, 4, hidden_channels=4)),
+        standard_normal(3, 2, 3, 3),
+        seed=6,
+    ),
+]
+
+
+class TestCouplingContract(FlowContract):
+    @pytest.fixture(params=CASES, ids=lambda case: case.name)
+    def case(self, request: pytest.FixtureRequest) -> FlowCase:
+        return request.param
+
+
+def sample_mask(layer: Coupling, x: Tensor) -> Tensor:
+    """The layer's mask broadcast to one sample's shape and flattened: ``[D]`` zeros and ones."""
+    return layer.mask.expand(x.shape[1:]).reshape(-1).to(torch.bool)
+
+
+# ---------------------------------------------------------------------------- masks
+
+
+def test_checkerboard_mask_is_one_exactly_where_i_plus_j_has_the_parity() -> None:
+    for parity in (0, 1):
+        mask = checkerboard_mask(3, 4, parity)
+        assert mask.shape == (3, 4) and mask.dtype == torch.get_default_dtype()
+        for i in range(3):
+            for j in range(4):
+                assert mask[i, j] == float((i + j) % 2 == parity), f"parity {parity}, pixel ({i}, {j})"
+
+
+def test_vector_masks() -> None:
+    torch.testing.assert_close(half_mask(5), torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(alternating_mask(5), torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]))
+    torch.testing.assert_close(alternating_mask(5, parity=1), torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0]))
+
+
+def test_channel_mask_splits_the_channels_in_halves() -> None:
+    assert channel_mask(4).shape == (4, 1, 1)
+    torch.testing.assert_close(channel_mask(4).flatten(), torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    torch.testing.assert_close(channel_mask(4, parity=1).flatten(), torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize(
+    ("make_mask", "message"),
+    [
+        (lambda: half_mask(1), "at least 2 features"),
+        (lambda: alternating_mask(4, parity=2), "parity 0 or 1"),
+        (lambda: checkerboard_mask(0, 3), "positive height and width"),
+        (lambda: channel_mask(1), "at least 2 channels"),
+    ],
+)
+def test_masks_reject_bad_arguments(make_mask, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=message):
+        make_mask()
+
+
+# ---------------------------------------------------------------------------- the coupling's structure
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_new_coupling_is_exactly_the_identity(case: FlowCase) -> None:
+    layer = case.make_layer().double()  # not randomised: the zero-initialised conditioner
+    x = case.make_input(torch.Generator().manual_seed(0))
+    z, log_det = layer(x)
+    x_again, inverse_log_det = layer.inverse(x)
+    for name, value, expected in [("z", z, x), ("inverse(x)", x_again, x)]:
+        assert torch.equal(value, expected), f"a new coupling layer should be the identity, but {name} != x"
+    for name, value in [("log_det", log_det), ("inverse log_det", inverse_log_det)]:
+        assert torch.equal(value, torch.zeros_like(value)), f"a new coupling layer should have {name} 0"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_masked_features_pass_unchanged_and_the_others_change(case: FlowCase) -> None:
+    layer, x = case.build()
+    mask = sample_mask(layer, x)
+    with torch.no_grad():
+        z = layer(x)[0].reshape(x.shape[0], -1)
+    flat = x.reshape(x.shape[0], -1)
+    assert torch.equal(z[:, mask], flat[:, mask]), "features with mask == 1 must pass through exactly"
+    assert (z[:, ~mask] != flat[:, ~mask]).all(), "features with mask == 0 should be transformed"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_jacobian_is_block_triangular_with_diagonal_blocks(case: FlowCase) -> None:
+    """``dz_kept/dx = [I 0]``; ``dz_others/dx_others`` is diagonal; ``dz_others/dx_kept`` holds the conditioner."""
+    layer, x = case.build()
+    mask = sample_mask(layer, x)
+    jacobian = autograd_batch_jacobian(lambda v: layer(v)[0], x)
+    eye = torch.eye(mask.numel(), dtype=x.dtype).expand_as(jacobian)
+    torch.testing.assert_close(jacobian[:, mask], eye[:, mask], atol=0, rtol=0, msg="rows of the unchanged features")
+    others_block = jacobian[:, ~mask][:, :, ~mask]
+    diagonal = torch.diagonal(others_block, dim1=1, dim2=2)
+    torch.testing.assert_close(others_block, torch.diag_embed(diagonal), atol=0, rtol=0, msg="d z_others / d x_others")
+    assert jacobian[:, ~mask][:, :, mask].abs().sum() > 0, "the transformed features should depend on the kept ones"
+    torch.testing.assert_close(layer(x)[1], diagonal.abs().log().sum(dim=1), msg="log_det against the diagonal")
+
+
+def test_affine_coupling_follows_its_equation() -> None:
+    """``z = mask x + (1 - mask)(x exp(s) + t)``, ``[raw_s, t] = conditioner(mask x)``, ``s = b tanh(raw_s / b)``."""
+    mask = alternating_mask(4)
+    layer = randomize_parameters(AffineCoupling(mask, MLP(4, 8, hidden_features=8), scale_bound=1.5), seed=7).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    raw_log_scale, shift = layer.conditioner(mask * x).chunk(2, dim=1)
+    log_scale = 1.5 * torch.tanh(raw_log_scale / 1.5)
+    expected = mask * x + (1 - mask) * (x * torch.exp(log_scale) + shift)
+    z, log_det = layer(x)
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(log_det, ((1 - mask) * log_scale).sum(dim=1))
+
+
+def test_additive_coupling_follows_its_equation_and_preserves_volume() -> None:
+    mask = checkerboard_mask(3, 3)
+    layer = randomize_parameters(AdditiveCoupling(mask, ResNet(2, 2, hidden_channels=4)), seed=8).double()
+    x = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    z, log_det = layer(x)
+    torch.testing.assert_close(z, x + (1 - mask) * layer.conditioner(mask * x))
+    assert torch.equal(log_det, torch.zeros(4, dtype=torch.float64))
+
+
+def test_affine_log_scale_stays_bounded_for_huge_conditioner_outputs() -> None:
+    layer = AffineCoupling(half_mask(4), MLP(4, 8, hidden_features=8), scale_bound=2.0)
+    layer = randomize_parameters(layer, seed=9, scale=50.0).double()
+    x = 10 * torch.randn(6, 4, dtype=torch.float64)
+    z, log_det = layer(x)
+    assert torch.isfinite(z).all() and torch.isfinite(log_det).all()
+    assert (log_det.abs() <= 2.0 * 2).all(), "|s| < scale_bound on each of the 2 transformed features"
+    x_again, _ = layer.inverse(z)
+    torch.testing.assert_close(x_again, x)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "message"),
+    [
+        (
+            AffineCoupling(half_mask(4), MLP(4, 8)),
+            (5, 3),
+            "AffineCoupling(mask of shape (4,)) expects input of shape [batch, 4], got shape (5, 3)",
+        ),
+        (AdditiveCoupling(half_mask(4), MLP(4, 4)), (5, 4, 1, 1), "expects input of shape [batch, 4]"),
+        (
+            AffineCoupling(checkerboard_mask(4, 4), ResNet(2, 4)),
+            (3, 2, 4, 6),
+            "that the mask of shape (4, 4) broadcasts against, got shape (3, 2, 4, 6)",
+        ),
+        (AffineCoupling(channel_mask(4), ResNet(4, 8)), (3, 2, 4, 4), "broadcasts against, got shape (3, 2, 4, 4)"),
+        (AffineCoupling(channel_mask(4), ResNet(4, 8)), (3, 4, 4), "expects input of shape [batch, channels, height,"),
+    ],
+)
+def test_bad_input_shape_raises_helpful_error(layer: Coupling, shape: tuple[int, ...], message: str) -> None:
+    check_rejects_shape(layer, shape, message)
+
+
+def test_conditioner_with_the_wrong_output_shape_is_named() -> None:
+    layer = AffineCoupling(half_mask(4), MLP(4, 4))  # an affine coupling needs 2 numbers per feature
+    with pytest.raises(ValueError, match=r"conditioner should return shape \(5, 8\) .* got \(5, 4\)"):
+        layer(torch.randn(5, 4))
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (torch.tensor([0.0, 0.5, 1.0]), "zeros and ones"),
+        (torch.ones(1, 2, 2, 2), "got shape \\(1, 2, 2, 2\\)"),
+    ],
+)
+def test_bad_mask_is_refused(mask: Tensor, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AdditiveCoupling(mask, MLP(3, 3))
+
+
+def test_scale_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive, finite scale_bound"):
+        AffineCoupling(half_mask(4), MLP(4, 8), scale_bound=0.0)
+
+
+def test_mask_is_a_buffer_that_follows_the_dtype() -> None:
+    layer = AffineCoupling(half_mask(4), MLP(4, 8)).double()
+    assert layer.mask.dtype == torch.float64
+    assert "mask" in layer.state_dict()
+    assert not any(parameter is layer.mask for parameter in layer.parameters())

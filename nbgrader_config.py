@@ -20,6 +20,7 @@ c = get_config()  # noqa: F821 (provided by nbgrader)
 
 course_root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.root = course_root
+c.CourseDirectory.course_id = "normalizing_flows"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(course_root, "gradebook.db")

@@ -74,7 +74,7 @@ SUBMISSIONS = {
                                "    print('more stderr', file=sys.stderr)\n    columns = []")}, (1, 4)),
     "renames_the_function": ({"numerical_jacobian": JACOBIAN.replace("def numerical_jacobian", "def my_jacobian")}, (0, 0)),
     "exits_the_process": ({"numerical_jacobian": broken_jacobian("os._exit(3)", before="import os")}, (0, 0)),
-    "exhausts_memory": ({"numerical_jacobian": broken_jacobian("hog = []\nwhile True:\n    hog.append(torch.ones(2**27))")}, (0, 0)),
+    "exhausts_memory": ({"numerical_jacobian": broken_jacobian("hog = []\nwhile True:\n    hog.append(torch.empty(2**28))")}, (0, 0)),
     "delegates_to_course_pkg": ({"numerical_jacobian": "from course_pkg.testing import numerical_jacobian\n"}, (1, 0)),
     "patches_the_checks": ({"numerical_jacobian": broken_jacobian(
         "torch.allclose = lambda *args, **kwargs: True\n"

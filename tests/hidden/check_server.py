@@ -1,14 +1,15 @@
 """The trusted side of grading: runs each grade cell of a submission in its own forked process.
 
-Started once per ``nbgrader autograde`` run (see ``outside_kernel.py``), it imports torch and the
-hidden checks before any student code exists, then answers one JSON request per line on stdin:
+Started once per ``nbgrader autograde`` run (see ``outside_kernel.py``), or once per class by
+``batch_grade.py`` (``--socket PATH``), it imports torch and the hidden checks before any student
+code exists, then answers one JSON request per line (on stdin, or on each socket connection):
 
     {"kind": "visible", "cells": [...], "source": "...", "cwd": "..."}
-    {"kind": "check", "cells": [...], "assignment": "...", "check": "...", "cwd": "..."}
+    {"kind": "hidden", "cells": [...], "assignment": "...", "target": "...", "cwd": "..."}
 
 For each it forks a child that runs the student's cells (``cells``, the notebook's non-grade code
 cells up to the grade cell), then either the visible check ``source`` or one hidden check, and
-reports through a pipe. The child's stdout and stderr go nowhere, so prints of any size and
+reports through a pipe (a hidden request runs each check of its target so). The child's stdout and stderr go nowhere, so prints of any size and
 warnings cost nothing; a child that crashes (``os._exit``, a segfault, memory exhaustion) or
 overruns its time is reported as such and takes nothing else with it. Whatever the student's
 code changes in torch, numpy, the self-checks or the grader is undone before a check compares
@@ -27,6 +28,7 @@ import random
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -109,6 +111,15 @@ def run_hidden(request: dict, namespace: dict) -> dict:
     return {"passed": outcome.passed, "message": outcome.message}
 
 
+def grade_target(request: dict, clean: list[dict]) -> dict:
+    """All hidden checks of one target, each in its own child: the report and the points."""
+    outcomes = []
+    for check in grader.load(request["assignment"]).checks_of(request["target"]):
+        result = serve_one({**request, "kind": "check", "check": check.name}, clean)
+        outcomes.append(grader.Outcome(check, result["passed"], result.get("message", "")))
+    return {"report": grader.report(request["target"], outcomes), "points": sum(o.points for o in outcomes)}
+
+
 def child(request: dict, clean: list[dict], report_fd: int) -> None:
     """Runs in the forked process: never returns."""
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -175,13 +186,42 @@ def warm_up() -> None:
     torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2)).log_prob(torch.zeros(2))
 
 
+def serve(requests, replies, clean: list[dict]) -> None:
+    for line in requests:
+        request = json.loads(line)
+        reply = grade_target(request, clean) if request["kind"] == "hidden" else serve_one(request, clean)
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+def serve_socket(path: str, clean: list[dict]) -> None:
+    """Answer many nbgrader processes (one per student, as the batch command runs them) on a Unix
+    socket, so torch and the checks are imported once per class instead of once per student."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # connection handlers need no reaping
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(64)
+        print(json.dumps({"ready": True}), flush=True)
+        while True:
+            connection, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                with connection, connection.makefile("r") as requests, connection.makefile("w") as replies:
+                    serve(requests, replies, clean)
+                os._exit(0)
+            connection.close()
+
+
 def main() -> None:
     torch.set_num_threads(1)
     warm_up()
     clean = snapshot()
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        print(json.dumps(serve_one(json.loads(line), clean)), flush=True)
+    if len(sys.argv) == 3 and sys.argv[1] == "--socket":
+        serve_socket(sys.argv[2], clean)
+    else:
+        print(json.dumps({"ready": True}), flush=True)
+        serve(sys.stdin, sys.stdout, clean)
 
 
 if __name__ == "__main__":

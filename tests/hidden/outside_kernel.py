@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,9 +67,15 @@ class HideGradeCells(NbGraderPreprocessor):
 
 
 class SafeExecute(Execute):
-    """nbgrader's ``Execute``, except that a kernel that dies leaves the cells it ran as they are."""
+    """nbgrader's ``Execute``, except that a kernel that dies leaves the cells it ran as they are.
+
+    No grade depends on the kernel: it only gives the feedback the outputs of the student's own
+    cells. ``batch_grade.py --without-kernel`` sets ``COURSE_AUTOGRADE_WITHOUT_KERNEL`` to skip it.
+    """
 
     def preprocess(self, nb, resources=None, km=None):
+        if os.environ.get("COURSE_AUTOGRADE_WITHOUT_KERNEL"):
+            return nb, resources
         try:
             return super().preprocess(nb, resources, km)
         except DeadKernelError as error:
@@ -90,22 +98,33 @@ class CapOutputSize(NbGraderPreprocessor):
 
 
 class CheckServer:
-    """One ``check_server.py`` process, started on first use and stopped when nbgrader exits."""
+    """The check server: the batch command's shared one when ``COURSE_CHECK_SERVER`` names its
+    socket, else a ``check_server.py`` process of this nbgrader run, started on first use."""
 
-    _process: subprocess.Popen | None = None
+    _requests = None
+    _replies = None
 
     @classmethod
     def ask(cls, request: dict) -> dict:
-        if cls._process is None or cls._process.poll() is not None:
-            cls._process = subprocess.Popen(
-                [sys.executable, str(HERE / "check_server.py")],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-            )
-            atexit.register(cls._process.kill)
-            json.loads(cls._process.stdout.readline())  # {"ready": true}
-        cls._process.stdin.write(json.dumps(request) + "\n")
-        cls._process.stdin.flush()
-        return json.loads(cls._process.stdout.readline())
+        if cls._requests is None:
+            cls._connect()
+        cls._requests.write(json.dumps(request) + "\n")
+        cls._requests.flush()
+        return json.loads(cls._replies.readline())
+
+    @classmethod
+    def _connect(cls) -> None:
+        address = os.environ.get("COURSE_CHECK_SERVER")
+        if address:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            connection.connect(address)
+            cls._requests, cls._replies = connection.makefile("w"), connection.makefile("r")
+            return
+        process = subprocess.Popen([sys.executable, str(HERE / "check_server.py")],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        atexit.register(process.kill)
+        cls._requests, cls._replies = process.stdin, process.stdout
+        json.loads(cls._replies.readline())  # {"ready": true}
 
 
 class GradeOutsideKernel(NbGraderPreprocessor):
@@ -137,17 +156,9 @@ class GradeOutsideKernel(NbGraderPreprocessor):
         call = HIDDEN_CALL.search(source)
         if call:
             assignment, target = call.groups()
-            report, points = self.hidden_checks(assignment, target, student_cells, cwd)
-            outputs.append(new_output("stream", name="stdout", text=report))
-            outputs.append(new_output("execute_result", data={"text/plain": f"{points:g}"}, execution_count=None))
-        return outputs
-
-    def hidden_checks(self, assignment: str, target: str, student_cells: list[str], cwd: str) -> tuple[str, float]:
-        import grader  # imported here so that other nbgrader commands do not load torch
-
-        outcomes = []
-        for check in grader.load(assignment).checks_of(target):
-            result = CheckServer.ask({"kind": "check", "assignment": assignment, "check": check.name,
+            result = CheckServer.ask({"kind": "hidden", "assignment": assignment, "target": target,
                                       "cells": student_cells, "cwd": cwd})
-            outcomes.append(grader.Outcome(check, result["passed"], result.get("message", "")))
-        return grader.report(target, outcomes), sum(o.points for o in outcomes)
+            outputs.append(new_output("stream", name="stdout", text=result["report"]))
+            outputs.append(new_output("execute_result", data={"text/plain": f"{result['points']:g}"},
+                                      execution_count=None))
+        return outputs

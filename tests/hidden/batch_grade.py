@@ -1,0 +1,246 @@
+"""Grade a whole class: one ``nbgrader autograde`` process per student, several at a time.
+
+    python tests/hidden/batch_grade.py ex01_change_of_variables --workers 2
+
+Run it from the course root. Each student is graded in a process of its own, so one that hangs,
+crashes or breaks its notebook's metadata costs that student only. With one worker the course's
+SQLite gradebook is used; with more, the command starts a PostgreSQL server of its own on
+loopback (from Debian's ``postgresql`` package), because SQLite takes one writer at a time. Its
+data lives in ``gradebook-postgres/`` beside the course and is reused by later runs.
+
+All students share one check server (``check_server.py --socket``), which imports torch and the
+checks once. ``--without-kernel`` skips the kernel run whose only product is the outputs of the
+student's own cells in the feedback; no grade depends on it.
+
+A progress line is printed per student. ``grading/<assignment>.json`` records each student's
+status (ok, timeout, crashed, tampered, metadata error) and score; a later run skips students
+already graded whose submission has not changed since (``--force`` grades everyone again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from threading import Lock
+
+SQLITE = "sqlite"
+POSTGRES = "postgres"
+# What a check server's report says when a check could not be trusted or did not finish.
+TAMPERED = ("the check does not count", "without course_pkg's reference implementation")
+CRASHED = ("crashed: the process running your code",)
+TIMED_OUT = ("took longer than",)
+
+
+def students_of(course: Path, assignment: str) -> list[str]:
+    submitted = course / "submitted"
+    return sorted(p.name for p in submitted.iterdir() if (p / assignment).is_dir()) if submitted.is_dir() else []
+
+
+def submission_time(course: Path, student: str, assignment: str) -> float:
+    return max((p.stat().st_mtime for p in (course / "submitted" / student / assignment).rglob("*")), default=0.0)
+
+
+class PostgresGradebook:
+    """A PostgreSQL server on 127.0.0.1 for the gradebook, started and stopped by this command."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port = _free_port()
+        self.bin = _postgres_bin()
+        # PostgreSQL refuses to run as root: then the server runs as Debian's "postgres" user.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def run(self, *command: str) -> None:
+        subprocess.run([*self.as_user, *command], check=True, capture_output=True, text=True)
+
+    def __enter__(self) -> str:
+        if not (self.data / "PG_VERSION").exists():
+            self.data.mkdir(parents=True, exist_ok=True)
+            if self.as_user:
+                shutil.chown(self.data, "postgres", "postgres")
+            self.run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "grader")
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c max_connections=50"
+        self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.data / "server.log"),
+                 "-w", "start")
+        with contextlib.suppress(subprocess.CalledProcessError):  # already there on a later run
+            self.run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "grader", "gradebook")
+        return f"postgresql+psycopg://grader@127.0.0.1:{self.port}/gradebook"
+
+    def __exit__(self, *exc) -> None:
+        self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+def _postgres_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not candidates:
+        sys.exit("PostgreSQL is not installed: `apt-get install postgresql`, or grade with --workers 1")
+    return candidates[-1].parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def nbgrader(course: Path, db_url: str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.db_url={db_url}"]
+    process = subprocess.Popen(command, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # nbgrader, its kernel and its check server
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, output, "")
+
+
+def grade_student(course: Path, db_url: str, assignment: str, student: str, timeout: float) -> dict:
+    started = time.perf_counter()
+    try:
+        result = nbgrader(course, db_url, "autograde", assignment, "--student", student, "--force", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "score": 0.0, "seconds": timeout,
+                "message": f"grading took longer than {timeout:g} s and was stopped"}
+    seconds = round(time.perf_counter() - started, 2)
+    if result.returncode != 0:
+        metadata = "metadata" in result.stdout or "checksum" in result.stdout.lower()
+        errors = [line for line in result.stdout.splitlines() if "ERROR" in line]
+        return {"status": "metadata error" if metadata else "crashed", "score": 0.0, "seconds": seconds,
+                "message": (errors[-1] if errors else result.stdout[-300:]).strip()}
+    score, max_score = read_score(db_url, assignment, student)
+    return {"status": status_from_report(course, assignment, student), "score": score, "max_score": max_score,
+            "seconds": seconds}
+
+
+def read_score(db_url: str, assignment: str, student: str) -> tuple[float, float]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gradebook:
+        submission = gradebook.find_submission(assignment, student)
+        return submission.score, submission.max_score
+
+
+def has_assignment(db_url: str, assignment: str) -> bool:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(db_url) as gradebook:
+        try:
+            gradebook.find_assignment(assignment)
+        except MissingEntry:
+            return False
+        return True
+
+
+def status_from_report(course: Path, assignment: str, student: str) -> str:
+    """The worst thing the check reports in the autograded notebooks say about this submission."""
+    text = "".join(path.read_text() for path in (course / "autograded" / student / assignment).glob("*.ipynb"))
+    for status, phrases in (("tampered", TAMPERED), ("crashed", CRASHED), ("timeout", TIMED_OUT)):
+        if any(phrase in text for phrase in phrases):
+            return status
+    return "ok"
+
+
+def grade_class(course: Path, assignment: str, workers: int, force: bool, timeout: float, database: str,
+                without_kernel: bool = False) -> dict:
+    summary_path = course / "grading" / f"{assignment}.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() and not force else {}
+    students = students_of(course, assignment)
+    todo = [s for s in students
+            if force or summary.get(s, {}).get("graded_at", -1) < submission_time(course, s, assignment)]
+    print(f"{assignment}: {len(students)} submissions, {len(students) - len(todo)} already graded, "
+          f"{len(todo)} to grade with {workers} worker{'s' if workers > 1 else ''} ({database})", flush=True)
+    lock, done = Lock(), 0
+    if without_kernel:
+        os.environ["COURSE_AUTOGRADE_WITHOUT_KERNEL"] = "1"
+    with _gradebook(course, database) as db_url, _shared_check_server():
+        if not has_assignment(db_url, assignment):  # the gradebook must hold the assignment's hidden checks
+            with tempfile.TemporaryDirectory() as release:
+                nbgrader(course, db_url, "generate_assignment", assignment,
+                         f"--CourseDirectory.release_directory={release}")
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(grade_student, course, db_url, assignment, s, timeout): s for s in todo}
+            for future in as_completed(futures):
+                student, result = futures[future], future.result()
+                result["graded_at"] = time.time()
+                with lock:
+                    done += 1
+                    summary[student] = result
+                    summary_path.parent.mkdir(exist_ok=True)
+                    summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
+                    score = f"{result['score']:g}/{result.get('max_score', 0):g}" if "max_score" in result else "-"
+                    print(f"[{done}/{len(todo)}] {student}: {result['status']}, {score} points, "
+                          f"{result['seconds']:.1f} s", flush=True)
+    return summary
+
+
+@contextlib.contextmanager
+def _shared_check_server():
+    """One check server for the whole class; each student's nbgrader process connects to it."""
+    with tempfile.TemporaryDirectory() as folder:
+        address = os.path.join(folder, "checks.sock")
+        server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("check_server.py")), "--socket", address],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            json.loads(server.stdout.readline())  # {"ready": true}
+            os.environ["COURSE_CHECK_SERVER"] = address
+            yield
+        finally:
+            os.environ.pop("COURSE_CHECK_SERVER", None)
+            server.kill()
+            server.wait()
+
+
+@contextlib.contextmanager
+def _gradebook(course: Path, database: str):
+    if database == SQLITE:
+        yield "sqlite:///" + str(course / "gradebook.db")
+    else:
+        with PostgresGradebook(course / "gradebook-postgres") as url:
+            yield url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("assignment")
+    parser.add_argument("--workers", type=int, default=1, help="students graded at once (default 1)")
+    parser.add_argument("--database", choices=[SQLITE, POSTGRES],
+                        help="gradebook: sqlite (one worker) or postgres (default with several workers)")
+    parser.add_argument("--force", action="store_true", help="grade every student again")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds one student's grading may take")
+    parser.add_argument("--without-kernel", action="store_true",
+                        help="skip running the student's cells in a kernel: the same grades in about half the "
+                             "time, but the feedback shows the student's own cells without their outputs")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    database = args.database or (SQLITE if args.workers == 1 else POSTGRES)
+    if database == SQLITE and args.workers > 1:
+        parser.error("SQLite takes one writer at a time: use --database postgres with several workers")
+    course = Path.cwd()
+    if not (course / "nbgrader_config.py").exists() or not (course / "solutions" / args.assignment).is_dir():
+        parser.error(f"run this from the course root, which has nbgrader_config.py and solutions/{args.assignment}/")
+    summary = grade_class(course, args.assignment, args.workers, args.force, args.timeout, database,
+                          args.without_kernel)
+    counts: dict[str, int] = {}
+    for result in summary.values():
+        counts[result["status"]] = counts.get(result["status"], 0) + 1
+    print("summary: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) +
+          f" (grading/{args.assignment}.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

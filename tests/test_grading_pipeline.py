@@ -134,3 +134,7 @@ def test_feedback_names_failed_checks_without_their_code(graded, assignment):
     assert "FAILED" in text and "expected" in text
     leaked = [line for line in hidden_check_lines(assignment) if line in text]
     assert leaked == [], f"hidden-check code reached the feedback: {leaked[:3]}"
+    # Neither the untouched release nor a wrong solution sees any solution or hidden-check text.
+    import student_edition
+
+    assert student_edition.audit([graded / "feedback" / "blank", graded / "feedback" / "buggy"]) == []

@@ -117,12 +117,25 @@ def grade_student(course: Path, db_url: str, assignment: str, student: str, time
     seconds = round(time.perf_counter() - started, 2)
     if result.returncode != 0:
         metadata = "metadata" in result.stdout or "checksum" in result.stdout.lower()
-        errors = [line for line in result.stdout.splitlines() if "ERROR" in line]
         return {"status": "metadata error" if metadata else "crashed", "score": 0.0, "seconds": seconds,
-                "message": (errors[-1] if errors else result.stdout[-300:]).strip()}
+                "message": first_error(result.stdout)}
     score, max_score = read_score(db_url, assignment, student)
     return {"status": status_from_report(course, assignment, student), "score": score, "max_score": max_score,
             "seconds": seconds}
+
+
+def first_error(log: str) -> str:
+    """nbgrader's first error message, its continuation lines joined, without the log prefix."""
+    lines = log.splitlines()
+    for index, line in enumerate(lines):
+        if "| ERROR]" in line:
+            message = [line.split("]", 1)[1].strip()]
+            for more in lines[index + 1:]:
+                if not more.startswith(" ") or not more.strip():
+                    break
+                message.append(more.strip())
+            return " ".join(message)
+    return log.strip()[-300:]
 
 
 def read_score(db_url: str, assignment: str, student: str) -> tuple[float, float]:

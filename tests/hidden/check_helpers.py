@@ -149,7 +149,11 @@ def expect_correct_parameter_gradients(layer: nn.Module, x: Tensor) -> None:
         return (z * z_weights).sum() + (log_det * log_det_weights).sum()
 
     layer.zero_grad()
-    loss(z, log_det).backward()
+    value = loss(z, log_det)
+    assert value.requires_grad, (
+        "z and log_det: expected tensors that autograd can differentiate with respect to the parameters, got "
+        "tensors that do not require grad: is the computation detached or run under torch.no_grad()?")
+    value.backward()
     eps = 1e-6
     for name, parameter in named:
         autograd = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)

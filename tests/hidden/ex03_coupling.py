@@ -49,7 +49,7 @@ REGISTRY.forbidden = {
 }
 check = single_threaded_checks(REGISTRY)
 
-SCALE_BOUND = 10.0  # the task promises |s| < 10 whatever the parameters
+SCALE_BOUND = 10.0  # the task asks for |s| <= 10 whatever the parameters
 HUGE = 1000.0  # the factor on every parameter in the check of that promise
 
 
@@ -111,7 +111,7 @@ def expect_finite(what: str, value) -> None:
     bad = int((~torch.isfinite(value)).sum())
     assert bad == 0, (
         f"{what}: expected finite values, got {bad} NaN or inf entries: exp(s) overflows unless s is bounded "
-        f"(|s| < {SCALE_BOUND:g} whatever the parameters)")
+        f"(|s| <= {SCALE_BOUND:g} whatever the parameters)")
 
 
 def expect_log_det_matches_numerical_jacobian(Coupling, masks: list[Tensor]) -> None:
@@ -335,7 +335,7 @@ def affine_gradients_reach_every_parameter(AffineCoupling) -> None:
 
 @check("AffineCoupling")
 def affine_scale_is_bounded(AffineCoupling) -> None:
-    """s is bounded: with every parameter multiplied by 1000, outputs stay finite and |s| < 10"""
+    """s is bounded: with every parameter multiplied by 1000, outputs stay finite and |s| <= 10"""
     for mask in [ONE_TRANSFORMED, ALTERNATING_5_ODD, RANDOM_7]:
         transformed = int((mask == 0).sum())
         bound = SCALE_BOUND * transformed
@@ -351,6 +351,6 @@ def affine_scale_is_bounded(AffineCoupling) -> None:
                 expect_finite(f"{method} output ({where})", output)
                 expect_finite(f"{method} log_det ({where})", log_det)
                 largest = log_det.abs().max().item()
-                assert largest < bound, (
-                    f"{method} log_det ({where}): expected |log_det| < {bound:g} ({transformed} transformed "
-                    f"feature(s), |s| < {SCALE_BOUND:g} each), got {largest:.4g}: bound s by a fixed constant")
+                assert largest <= bound * (1 + 1e-5), (
+                    f"{method} log_det ({where}): expected |log_det| <= {bound:g} ({transformed} transformed "
+                    f"feature(s), |s| <= {SCALE_BOUND:g} each), got {largest:.4g}: bound s by a fixed constant")

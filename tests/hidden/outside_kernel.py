@@ -8,7 +8,8 @@ warnings to stderr (which nbgrader scores as a failure). So ``nbgrader autograde
 * :class:`GradeOutsideKernel` sends each grade cell, together with the student's cells above it,
   to ``check_server.py``, which runs it in a fresh forked process and reports; the cell's outputs
   become that report: for a visible check its prints or its error, for a hidden check one line per
-  check and the points earned as the cell's value (nbgrader's partial credit).
+  check and the points earned as the cell's value (nbgrader's partial credit). The hidden part of
+  the cell's source is left out of the graded notebook, so the feedback never shows it.
 
 :class:`HideGradeCells` runs before the kernel and :class:`SafeExecute` replaces nbgrader's
 ``Execute`` so that a dead kernel costs the cells it did not run, not the notebook.
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 STASH = "course_graded_source"
 PLACEHOLDER = "# graded outside the notebook's kernel"
+HIDDEN_NOTE = "# (the hidden checks of this cell ran here; their report is below)\n"
 HIDDEN_CALL = re.compile(r"""grade\(\s*["'](\w+)["']\s*,\s*["'](\w+)["']""")
 HIDDEN_PART = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
 
@@ -135,8 +137,10 @@ class GradeOutsideKernel(NbGraderPreprocessor):
         student_cells: list[str] = []
         for cell in nb.cells:
             if is_grade_cell(cell):
-                cell.source = cell.metadata.pop(STASH, cell.source)
-                cell.outputs = self.grade(cell.source, list(student_cells), cwd)
+                source = cell.metadata.pop(STASH, cell.source)
+                cell.outputs = self.grade(source, list(student_cells), cwd)
+                # What the feedback shows of the cell: its visible part; the checks' code stays secret.
+                cell.source = HIDDEN_PART.sub(HIDDEN_NOTE, source)
                 cell.execution_count = None
             elif cell.cell_type == "code":
                 student_cells.append(cell.source)

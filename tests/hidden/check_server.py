@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import importlib
 import io
 import json
 import math
@@ -48,8 +49,11 @@ import grader  # noqa: E402
 TIME_LIMIT_SECONDS = grader.TIME_LIMIT_SECONDS
 MEMORY_LIMIT_BYTES = 6 * 1024**3
 OUTPUT_LIMIT_CHARACTERS = 4000
+HIDDEN_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("*.py")
+                        if p.stem.startswith(("ex", "check_helpers")) and not p.stem.endswith("_bugs"))
 PROTECTED = [builtins, math, random, numpy, numpy.random, torch, torch.Tensor, torch.linalg, torch.func,
-             torch.testing, torch.nn.functional, torch.autograd, course_pkg.testing, grader]
+             torch.testing, torch.nn.functional, torch.autograd, course_pkg.testing, grader,
+             *(importlib.import_module(name) for name in HIDDEN_MODULES)]
 
 
 def snapshot() -> list[dict]:

@@ -62,8 +62,10 @@ def test_a_second_run_resumes_and_grades_only_changed_submissions(course):
     assert "4 already graded, 0 to grade" in run(course, "--workers", "2")
     notebook = course / "submitted" / "bob" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     os.utime(notebook)  # bob submits again
-    output = run(course)
-    assert "3 already graded, 1 to grade with 1 worker (sqlite)" in output and "bob: ok" in output
+    output = run(course, "--workers", "2")
+    assert "3 already graded, 1 to grade with 2 workers (postgres)" in output and "bob: ok" in output
+    # Another gradebook has none of these grades: everyone is graded into it.
+    assert "0 already graded, 4 to grade with 1 worker (sqlite)" in run(course)
 
 
 def test_bad_arguments_are_refused_with_a_reason(course):

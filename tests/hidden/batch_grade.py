@@ -13,8 +13,9 @@ checks once. ``--without-kernel`` skips the kernel run whose only product is the
 student's own cells in the feedback; no grade depends on it.
 
 A progress line is printed per student. ``grading/<assignment>.json`` records each student's
-status (ok, timeout, crashed, tampered, metadata error) and score; a later run skips students
-already graded whose submission has not changed since (``--force`` grades everyone again).
+status (ok, timeout, crashed, tampered, metadata error) and score; a later run on the same
+gradebook skips students already graded whose submission has not changed since (``--force``
+grades everyone again).
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def grade_class(course: Path, assignment: str, workers: int, force: bool, timeou
     summary = json.loads(summary_path.read_text()) if summary_path.exists() and not force else {}
     students = students_of(course, assignment)
     todo = [s for s in students
-            if force or summary.get(s, {}).get("graded_at", -1) < submission_time(course, s, assignment)]
+            if force or summary.get(s, {}).get("database") != database
+            or summary[s]["graded_at"] < submission_time(course, s, assignment)]
     print(f"{assignment}: {len(students)} submissions, {len(students) - len(todo)} already graded, "
           f"{len(todo)} to grade with {workers} worker{'s' if workers > 1 else ''} ({database})", flush=True)
     lock, done = Lock(), 0
@@ -187,7 +189,7 @@ def grade_class(course: Path, assignment: str, workers: int, force: bool, timeou
             futures = {pool.submit(grade_student, course, db_url, assignment, s, timeout): s for s in todo}
             for future in as_completed(futures):
                 student, result = futures[future], future.result()
-                result["graded_at"] = time.time()
+                result.update(graded_at=time.time(), database=database)
                 with lock:
                     done += 1
                     summary[student] = result

@@ -9,10 +9,11 @@ writes into OUT (which must not exist yet):
 * ``exercises/`` the released notebooks, exactly as committed;
 * ``wheels/``    ``course_pkg`` as a wheel.
 
-Then the leak audit reads every file in OUT (inside the wheel too) and in each ``--feedback``
-folder, looking for the secrets: the markers of solution and hidden-test regions, and each
-distinctive line of every solution region and of every hidden-check module (lines that
-``course_pkg`` publishes anyway do not count). It exits with status 1 and names file and secret
+Then the leak audit reads every file in OUT (inside the wheel too) looking for the secrets: the
+markers of solution and hidden-test regions, and each distinctive line of every solution region
+and of every hidden-check module (lines that ``course_pkg`` publishes anyway do not count). Each
+``--feedback`` folder is audited for the markers and the hidden checks (a student's own correct
+code may well match a line of the reference solution). It exits with status 1 and names file and secret
 on any find. ``--audit-only OUT`` audits an existing folder.
 """
 
@@ -54,10 +55,12 @@ def build(out: Path) -> None:
     shutil.copytree(ROOT / "exercises", out / "exercises")
 
 
-def secrets() -> list[str]:
+def secrets(include_solutions: bool = True) -> list[str]:
+    """What must never reach a student; a student's own feedback may hold lines like a solution's
+    (their code can be right), so feedback is audited with ``include_solutions=False``."""
     found = list(SECRET_MARKERS) + hidden_check_lines("check_helpers")
     for assignment in assignments():
-        found += secret_lines(assignment) + hidden_check_lines(assignment)
+        found += hidden_check_lines(assignment) + (secret_lines(assignment) if include_solutions else [])
     return found
 
 
@@ -73,9 +76,12 @@ def texts(folder: Path):
             yield str(path), path.read_text(errors="replace")
 
 
-def audit(folders: list[Path]) -> list[str]:
+def audit(folders: list[Path], feedback: list[Path] = ()) -> list[str]:
     """Every (file, secret) pair found, as readable lines."""
-    wanted = secrets()
+    return _find(folders, secrets()) + _find(feedback, secrets(include_solutions=False))
+
+
+def _find(folders: list[Path], wanted: list[str]) -> list[str]:
     return [f"{name}: {secret!r}" for folder in folders for name, text in texts(folder)
             for secret in wanted if secret in text]
 
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out.exists():
             parser.error(f"{args.out} exists already; give a new folder")
         build(args.out)
-    leaks = audit([args.out, *args.feedback])
+    leaks = audit([args.out], args.feedback)
     for leak in leaks:
         print(f"LEAK {leak}")
     print(f"leak audit: {len(leaks)} secrets found in {args.out}" + (" and feedback" if args.feedback else ""))

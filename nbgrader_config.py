@@ -64,3 +64,9 @@ c.Autograde.autograde_preprocessors = [
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.Execute.timeout = 120
+
+# `nbgrader zip_collect <assignment>` collects the notebooks in the zip files (and loose notebooks) put in
+# downloaded/<assignment>/archive/. A notebook's file name must be <student_id>--<notebook>.ipynb, e.g.
+# alice--ex01_change_of_variables.ipynb; the folders around it do not matter. A file whose name does not
+# match (a readme, a macOS "._" copy) is skipped with a warning. See the instructor's guide.
+c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[A-Za-z0-9][\w.@+-]*?)--(?P<file_id>\w+\.ipynb)$"

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 def toc_files() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [toc["root"]] + [chapter["file"] for chapter in toc.get("chapters", [])]
+    chapters = toc.get("chapters", []) + [c for part in toc.get("parts", []) for c in part["chapters"]]
+    return [toc["root"]] + [chapter["file"] for chapter in chapters]
 
 
 def page_text(path: Path) -> str:

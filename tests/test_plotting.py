@@ -175,3 +175,54 @@ def test_plot_density_1d_histogram_of_uniform_is_flat_at_its_density():
     np.testing.assert_allclose(heights, 1 / 3, atol=0.02)
     (curve,) = ax.lines
     np.testing.assert_allclose(curve.get_ydata(), 1 / 3)
+
+
+# ------------------------------------------------------------------ chapter 3 helpers
+
+
+def test_plot_log_density_grid_draws_log10_of_the_density_clipped_at_the_floor():
+    from course_pkg.plotting import plot_log_density_grid
+
+    bounds = ((-6.0, 6.0), (-6.0, 6.0))
+    ax = plot_log_density_grid(StandardNormal(2).log_prob, bounds=bounds, resolution=60, floor=-5.0, colorbar=True)
+    image = ax.images[-1]
+    values = np.asarray(image.get_array())
+    assert tuple(image.get_extent()) == (-6.0, 6.0, -6.0, 6.0)
+    grid = density_grid(StandardNormal(2).log_prob, bounds=bounds, resolution=60)
+    inside = grid.density > 1e-5
+    np.testing.assert_allclose(values[inside], np.log10(grid.density[inside]), atol=1e-5)
+    # Far out (log10 p below -5) the picture holds the floor, and nothing lies below it.
+    assert values[0, 0] == -5.0 and values.min() == -5.0
+    assert values.max() == pytest.approx(-math.log10(2 * math.pi), abs=1e-2)
+    assert image.get_clim()[0] == -5.0
+
+
+def test_plot_log_density_grid_keeps_densities_that_underflow_exp():
+    from course_pkg.plotting import plot_log_density_grid
+
+    def log_prob(points: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(points[:, 0], -1000.0)  # exp(-1000) is 0 in float64
+
+    ax = plot_log_density_grid(log_prob, bounds=((0, 1), (0, 1)), resolution=4, floor=-1000.0)
+    np.testing.assert_allclose(np.asarray(ax.images[-1].get_array()), -1000.0 / math.log(10))
+
+
+def test_plot_colored_samples_gives_each_point_its_value():
+    from course_pkg.plotting import plot_colored_samples
+
+    points = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    values = points[:, 0] * 2
+    ax = plot_colored_samples(points, values, bounds=((-4, 4), (-4, 4)))
+    collection = ax.collections[-1]
+    np.testing.assert_allclose(collection.get_offsets(), points.numpy())
+    np.testing.assert_allclose(collection.get_array(), values.numpy())
+    assert ax.get_xlim() == (-4, 4) and ax.get_aspect() == 1.0
+
+
+def test_plot_colored_samples_refuses_mismatched_values():
+    from course_pkg.plotting import plot_colored_samples
+
+    with pytest.raises(ValueError, match="one value per point"):
+        plot_colored_samples(np.zeros((10, 2)), np.zeros(9))
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        plot_colored_samples(np.zeros((10, 3)), np.zeros(10))

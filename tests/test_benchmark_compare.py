@@ -1,0 +1,55 @@
+"""benchmarks/compare_libraries.py keeps running: its course_pkg part, tiny, without the other libraries."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_libraries.py"
+
+
+@pytest.fixture(scope="module")
+def compare() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("compare_libraries", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_shared_initial_weights_make_course_pkg_start_as_the_identity(compare: ModuleType) -> None:
+    model = compare.build("course_pkg", compare.TWO_D, seed=0)
+    assert model.num_parameters == 8 * (2 * 64 + 64 + 64 * 64 + 64 + 64 * 4 + 4)  # mask multiply: 2 in, 4 out
+    x = torch.randn(16, 2)
+    expected = -0.5 * (x.pow(2).sum(dim=1) + 2 * torch.log(torch.tensor(2 * torch.pi)))
+    torch.testing.assert_close(model.log_prob(x), expected)  # zero last layers: N(0, I)
+    first, _, _ = model.couplings[0][1]
+    again, _, _ = compare.build("course_pkg", compare.TWO_D, seed=0).couplings[0][1]
+    assert torch.equal(first.weight, again.weight), "the same seed gives the same initial weights"
+
+
+def test_a_tiny_run_prints_every_section_and_the_targets(compare: ModuleType, capsys: pytest.CaptureFixture) -> None:
+    threads = torch.get_num_threads()
+    results = compare.main(
+        ["--libraries", "course_pkg", "--steps", "5", "--seeds", "2", "--batch", "32", "--held-out", "100",
+         "--log-prob-batch", "64", "--rounds", "1", "--min-run-time", "0.01"]
+    )
+    printed = capsys.readouterr().out
+    assert torch.get_num_threads() == threads, "the NLL part restores the thread count"
+    assert results["libraries"] == ["course_pkg"]
+    assert len(results["nll"]["course_pkg"]) == 2 and all(map(math.isfinite, results["nll"]["course_pkg"]))
+    for section in ("parameters", "time per training step", "log_prob without gradients", "held-out NLL", "targets"):
+        assert section in printed, f"the output has no {section!r} section:\n{printed}"
+    assert "n/a" in printed, "with course_pkg alone there is no ratio to print"
+
+
+def test_other_libraries_are_imported_only_when_asked_for(compare: ModuleType) -> None:
+    before = set(sys.modules)
+    compare.available(["course_pkg"])
+    assert not {name for name in set(sys.modules) - before if name.split(".")[0] in ("zuko", "nflows", "normflows")}

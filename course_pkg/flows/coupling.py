@@ -112,6 +112,7 @@ class Coupling(Flow):
             values = mask.unique().tolist()
             raise ValueError(f"{type(self).__name__} needs a mask of zeros and ones, got values {values}")
         self.register_buffer("mask", mask)
+        self.register_buffer("others", 1 - mask, persistent=False)  # the transformed features
         self.conditioner = conditioner
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,10 +141,11 @@ class Coupling(Flow):
                 f"dimension 1), got {tuple(conditioner_output.shape)}"
             )
         log_scale, shift = self.log_scale_and_shift(conditioner_output)
-        others = 1 - self.mask
-        return others * log_scale, others * shift
+        return self.others * log_scale, self.others * shift
 
     def _expect(self, x: Tensor) -> None:
+        if self.mask.dim() == 1 and x.dim() == 2 and x.shape[1] == self.mask.numel():
+            return  # the common case, checked without building an error message
         if self.mask.dim() == 1:
             expect_input(x, self._name(), dims=(2,), size=self.mask.numel())
             return
@@ -201,7 +203,10 @@ class AffineCoupling(Coupling):
 
     def log_scale_and_shift(self, conditioner_output: Tensor) -> tuple[Tensor, Tensor]:
         raw_log_scale, shift = conditioner_output.chunk(2, dim=1)
-        return self.scale_bound * torch.tanh(raw_log_scale / self.scale_bound), shift
+        # b tanh(a / b) written as 2b sigmoid(2a / b) - b: the same function, and sigmoid is about
+        # twice as fast as tanh on the CPU.
+        bound = self.scale_bound
+        return 2 * bound * torch.sigmoid(raw_log_scale * (2 / bound)) - bound, shift
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:

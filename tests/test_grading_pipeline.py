@@ -138,4 +138,3 @@ def test_feedback_names_failed_checks_without_their_code(graded, assignment):
     import student_edition
 
     assert student_edition.audit([graded / "feedback" / "blank", graded / "feedback" / "buggy"]) == []
-    assert student_edition.audit([], feedback=[graded / "feedback"]) == []

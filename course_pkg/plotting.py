@@ -116,15 +116,20 @@ def plot_density_grid(
     """
     ax = _axes(ax)
     grid = density_grid(log_prob_fn, bounds, resolution, device, dtype)
-    (x_low, x_high), (y_low, y_high) = bounds
-    image = ax.imshow(
-        grid.density, origin="lower", extent=(x_low, x_high, y_low, y_high), cmap=cmap, interpolation="nearest"
-    )
-    ax.set_aspect("equal")
-    if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="density")
+    _show_grid(ax, grid.density, bounds, cmap, "density" if colorbar else None)
     _label(ax, title, labels)
     return ax
+
+
+def _show_grid(ax: Axes, values: np.ndarray, bounds: Bounds, cmap: str, colorbar_label: str | None,
+               vmin: float | None = None) -> None:
+    """``values`` on grid cells over ``bounds`` as an equal-aspect image, with a colour bar if labelled."""
+    (x_low, x_high), (y_low, y_high) = bounds
+    image = ax.imshow(values, origin="lower", extent=(x_low, x_high, y_low, y_high), cmap=cmap, vmin=vmin,
+                      interpolation="nearest")
+    ax.set_aspect("equal")
+    if colorbar_label is not None:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
 
 
 def plot_samples(
@@ -386,17 +391,8 @@ def plot_log_density_grid(
         log_density = log_prob_fn(points)
     # log10 from the log-density itself, so that densities below float range still get their value
     log10_density = _to_numpy(log_density).astype(np.float64).reshape(grid_x.shape) / np.log(10)
-    image = ax.imshow(
-        np.maximum(log10_density, floor),
-        origin="lower",
-        extent=(x_low, x_high, y_low, y_high),
-        cmap=cmap,
-        vmin=floor,
-        interpolation="nearest",
-    )
-    ax.set_aspect("equal")
-    if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="$\\log_{10}$ density")
+    _show_grid(ax, np.maximum(log10_density, floor), bounds, cmap, "$\\log_{10}$ density" if colorbar else None,
+               vmin=floor)
     _label(ax, title, labels)
     return ax
 

@@ -27,16 +27,10 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(course_root, "gradebook.d
 
 # The hidden checks are instructor-only and live in tests/hidden. The hidden part of each check
 # cell imports them through this variable when a source notebook is run by hand (the kernels
-# inherit it); under autograde every check cell is graded outside the student's kernel instead.
+# inherit it); under autograde every check cell is graded outside the student's process instead.
 os.environ["COURSE_GRADING_ROOT"] = course_root
 sys.path.insert(0, os.path.join(course_root, "tests", "hidden"))
-from outside_kernel import (  # noqa: E402
-    CapOutputSize,
-    ForgetDuplicatedCells,
-    GradeOutsideKernel,
-    HideGradeCells,
-    SafeExecute,
-)
+from outside_kernel import ForgetDuplicatedCells, GradeOutsideKernel  # noqa: E402
 
 # A student who deletes, edits or duplicates a check cell gets it back as the instructor wrote it.
 c.Autograde.sanitize_preprocessors = [
@@ -50,10 +44,9 @@ c.Autograde.sanitize_preprocessors = [
 c.OverwriteCells.add_missing_cells = True
 
 c.Autograde.autograde_preprocessors = [
-    HideGradeCells,  # the kernel runs the student's cells only ...
-    SafeExecute,  # ... and may die without losing the notebook;
-    CapOutputSize,
-    GradeOutsideKernel,  # every check cell runs in its own process, outside the kernel
+    # In place of nbgrader's Execute (no kernel is started): the student's cells, then every check
+    # cell, each run in a process of its own forked by the check server (tests/hidden/check_server.py).
+    GradeOutsideKernel,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
@@ -63,7 +56,7 @@ c.Autograde.autograde_preprocessors = [
 ]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
-c.Execute.timeout = 120
+c.GradeOutsideKernel.timeout = 120  # seconds for all the student's own cells
 
 # `nbgrader zip_collect <assignment>` collects the notebooks in the zip files (and loose notebooks) put in
 # downloaded/<assignment>/archive/. A notebook's file name must be <student_id>--<notebook>.ipynb, e.g.

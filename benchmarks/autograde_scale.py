@@ -8,7 +8,6 @@ bug list) and broken ones (every solution raises) — and grades them with
 Target (from the issue): 100 submissions of one assignment in under 5 minutes on two cores.
 
 Usage:  python benchmarks/autograde_scale.py [--submissions 100] [--assignments ex01_change_of_variables]
-                                             [--without-kernel]
 """
 
 from __future__ import annotations
@@ -57,9 +56,9 @@ def make_submissions(course: Path, assignment: str, count: int) -> dict[str, int
     return kinds
 
 
-def grade(course: Path, assignment: str, workers: int, without_kernel: bool) -> tuple[float, dict]:
+def grade(course: Path, assignment: str, workers: int) -> tuple[float, dict]:
     command = [sys.executable, str(ROOT / "tests" / "hidden" / "batch_grade.py"), assignment,
-               "--workers", str(workers), "--force"] + (["--without-kernel"] if without_kernel else [])
+               "--workers", str(workers), "--force"]
     start = time.perf_counter()
     subprocess.run(command, cwd=course, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
@@ -75,10 +74,8 @@ def main() -> None:
     parser.add_argument("--submissions", type=int, default=100)
     parser.add_argument("--assignments", nargs="*", default=assignments())
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
-    parser.add_argument("--without-kernel", action="store_true")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPU cores; {args.submissions} submissions per assignment"
-          + (" (without kernel)" if args.without_kernel else ""))
+    print(f"machine: {os.cpu_count()} CPU cores; {args.submissions} submissions per assignment")
     for assignment in args.assignments:
         with tempfile.TemporaryDirectory(prefix="autograde-scale-") as scratch:
             os.chmod(scratch, 0o755)  # the PostgreSQL server runs as its own user when we are root
@@ -86,7 +83,7 @@ def main() -> None:
             kinds = make_submissions(course, assignment, args.submissions)
             print(f"{assignment}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
             for workers in args.workers:
-                seconds, statuses = grade(course, assignment, workers, args.without_kernel)
+                seconds, statuses = grade(course, assignment, workers)
                 rate = args.submissions / seconds * 60
                 print(f"  {workers} worker{'s' if workers > 1 else ' '}: {seconds:6.1f} s, {rate:5.1f} submissions/min, "
                       f"statuses {statuses}", flush=True)

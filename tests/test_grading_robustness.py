@@ -87,6 +87,13 @@ SUBMISSIONS = {
                "course_pkg.testing.assert_close = lambda *a, **k: None")}, (0, 1)),
 }
 CELL_EDITS = ("edits_the_check_cells", "deletes_a_check_cell", "duplicates_a_check_cell")
+# Correct submissions with cells of the student's own: (the solution cell they follow, or None for the
+# notebook's end; their source). Their outputs must reach the feedback, and they must cost nothing.
+OWN_CELLS = {
+    "uses_magics_and_plots": ("numerical_jacobian", "%time J = numerical_jacobian(lambda v: 2 * v, torch.ones(2, dtype=torch.float64))\n"
+                              "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nprint('my own check ran')\nJ"),
+    "exits_in_its_last_cell": (None, "import os\nos._exit(1)"),
+}
 
 
 def notebook_for(student: str):
@@ -95,6 +102,12 @@ def notebook_for(student: str):
         return notebook
     if student in SUBMISSIONS:
         return with_solutions_replaced(notebook, SUBMISSIONS[student][0])
+    if student in OWN_CELLS:
+        after, source = OWN_CELLS[student]
+        notebook = with_solutions_replaced(notebook, {"numerical_jacobian": "%matplotlib inline\n" + JACOBIAN})
+        anchor = [nbgrader_role(c).get("grade_id") for c in notebook.cells].index(after) + 1 if after else len(notebook.cells)
+        notebook.cells.insert(anchor, nbformat.v4.new_code_cell(source))
+        return notebook
     # The cell edits come with a wrong Jacobian: restoring the checks must keep it from scoring.
     notebook = with_solutions_replaced(notebook, {"numerical_jacobian": broken_jacobian("return torch.eye(x.numel(), dtype=x.dtype)")})
     checks = [c for c in notebook.cells if nbgrader_role(c).get("grade_id") in ("test_numerical_jacobian", "hidden_numerical_jacobian")]
@@ -111,7 +124,7 @@ def notebook_for(student: str):
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory) -> Path:
     course = copy_course(tmp_path_factory.mktemp("course"), [ASSIGNMENT])
-    for student in [*SUBMISSIONS, *CELL_EDITS, "correct"]:
+    for student in [*SUBMISSIONS, *CELL_EDITS, *OWN_CELLS, "correct"]:
         submit(course, student, ASSIGNMENT, notebook_for(student))
     env = {**os.environ, "COURSE_CHECK_TIME_LIMIT": str(TIME_LIMIT)}
     run_nbgrader(course, "autograde", ASSIGNMENT, env=env)
@@ -155,6 +168,20 @@ def test_each_submission_loses_only_the_points_it_should(graded, student):
 ])
 def test_feedback_says_what_went_wrong(graded, student, message):
     assert message in feedback(graded, student)
+
+
+@pytest.mark.parametrize("student", OWN_CELLS)
+def test_cells_of_the_students_own_cost_nothing(graded, student):
+    assert cell_scores(graded, ASSIGNMENT, student) == expected_scores((1, 4))
+
+
+def test_feedback_shows_the_outputs_of_the_students_own_cells(graded):
+    html = (graded / "feedback" / "uses_magics_and_plots" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    text = feedback(graded, "uses_magics_and_plots")
+    assert "my own check ran" in text and "Wall time" in text  # a print and the %time magic
+    assert "tensor([[2.0000, 0.0000]," in text  # the value of the cell's last expression
+    assert html.count("data:image/png;base64,") == 1  # the figure
+    assert "crashed: the process running your code exited with code 1" in feedback(graded, "exits_in_its_last_cell")
 
 
 def test_huge_output_is_cut_short(graded):

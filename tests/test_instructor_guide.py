@@ -255,7 +255,7 @@ def test_every_command_of_the_guide_runs_and_does_what_it_says():
     scratch = Path(tempfile.mkdtemp(prefix="instructor-guide-"))
     os.chmod(scratch, 0o755)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for variable in ("COURSE_CHECK_SERVER", "COURSE_AUTOGRADE_WITHOUT_KERNEL", "COURSE_CHECK_TIME_LIMIT"):
+    for variable in ("COURSE_CHECK_SERVER", "COURSE_CHECK_TIME_LIMIT"):
         env.pop(variable, None)
     timings: list[tuple[int, str, float]] = []
     course = scratch / "course"  # the student edition goes beside it, to ../student-edition

@@ -3,14 +3,14 @@
     python tests/hidden/batch_grade.py ex01_change_of_variables --workers 2
 
 Run it from the course root. Each student is graded in a process of its own, so one that hangs,
-crashes or breaks its notebook's metadata costs that student only. With one worker the course's
+crashes or breaks its notebook's metadata costs that student only; these processes are forked from
+a server that has nbgrader imported (``multiprocessing``'s forkserver). With one worker the course's
 SQLite gradebook is used; with more, the command starts a PostgreSQL server of its own on
 loopback (from Debian's ``postgresql`` package), because SQLite takes one writer at a time. Its
 data lives in ``gradebook-postgres/`` beside the course and is reused by later runs.
 
 All students share one check server (``check_server.py --socket``), which imports torch and the
-checks once. ``--without-kernel`` skips the kernel run whose only product is the outputs of the
-student's own cells in the feedback; no grade depends on it.
+checks once and forks a process for each student's cells and for each check.
 
 A progress line is printed per student. ``grading/<assignment>.json`` records each student's
 status (ok, timeout, crashed, tampered, metadata error) and score; a later run on the same
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -95,31 +96,64 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def nbgrader(course: Path, db_url: str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+def nbgrader(course: Path, db_url: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``nbgrader *args`` on the course in a process of its own (for everything but autograde)."""
     command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.db_url={db_url}"]
-    process = subprocess.Popen(command, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    return subprocess.run(command, cwd=course, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# nbgrader takes seconds to import: each student's process is forked from a server that has it loaded.
+STUDENT_PROCESSES = multiprocessing.get_context("forkserver")
+STUDENT_PROCESSES.set_forkserver_preload(["nbgrader.apps.nbgraderapp", "nbgrader.converters.autograde",
+                                          "nbgrader.preprocessors"])
+
+
+def autograde(course: Path, db_url: str, environment: dict, assignment: str, student: str, log: Path) -> None:
+    """Runs in the student's own process: ``nbgrader autograde`` for one student; exits with its status."""
+    os.setsid()  # a process group of its own, so a timeout can stop everything it started
+    with open(log, "w") as output:
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+    os.chdir(course)
+    os.environ.update(environment)
+    from nbgrader.apps.nbgraderapp import NbGraderApp
+    from jupyter_core.application import NoStart
+
+    app = NbGraderApp()
     try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # nbgrader, its kernel and its check server
-        process.communicate()
-        raise
-    return subprocess.CompletedProcess(command, process.returncode, output, "")
+        app.initialize(["autograde", assignment, "--student", student, "--force", f"--CourseDirectory.db_url={db_url}"])
+        app.start()
+    except NoStart:  # how nbgrader's app says that its sub-command finished
+        pass
+    except SystemExit as exit:
+        sys.stdout.flush()
+        os._exit(exit.code if isinstance(exit.code, int) else 1)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def grade_student(course: Path, db_url: str, assignment: str, student: str, timeout: float) -> dict:
     started = time.perf_counter()
-    try:
-        result = nbgrader(course, db_url, "autograde", assignment, "--student", student, "--force", timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "score": 0.0, "seconds": timeout,
-                "message": f"grading took longer than {timeout:g} s and was stopped"}
+    environment = {name: os.environ[name] for name in ("COURSE_CHECK_SERVER", "COURSE_CHECK_TIME_LIMIT")
+                   if name in os.environ}
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "autograde.log"
+        process = STUDENT_PROCESSES.Process(target=autograde, args=(course, db_url, environment, assignment,
+                                                                    student, log))
+        process.start()
+        process.join(timeout)
+        if process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.join()
+            return {"status": "timeout", "score": 0.0, "seconds": timeout,
+                    "message": f"grading took longer than {timeout:g} s and was stopped"}
+        output = log.read_text() if log.exists() else ""
     seconds = round(time.perf_counter() - started, 2)
-    if result.returncode != 0:
-        metadata = "metadata" in result.stdout or "checksum" in result.stdout.lower()
+    if process.exitcode != 0:
+        metadata = "metadata" in output or "checksum" in output.lower()
         return {"status": "metadata error" if metadata else "crashed", "score": 0.0, "seconds": seconds,
-                "message": first_error(result.stdout)}
+                "message": first_error(output)}
     score, max_score = read_score(db_url, assignment, student)
     return {"status": status_from_report(course, assignment, student), "score": score, "max_score": max_score,
             "seconds": seconds}
@@ -167,8 +201,7 @@ def status_from_report(course: Path, assignment: str, student: str) -> str:
     return "ok"
 
 
-def grade_class(course: Path, assignment: str, workers: int, force: bool, timeout: float, database: str,
-                without_kernel: bool = False) -> dict:
+def grade_class(course: Path, assignment: str, workers: int, force: bool, timeout: float, database: str) -> dict:
     summary_path = course / "grading" / f"{assignment}.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() and not force else {}
     students = students_of(course, assignment)
@@ -178,8 +211,6 @@ def grade_class(course: Path, assignment: str, workers: int, force: bool, timeou
     print(f"{assignment}: {len(students)} submissions, {len(students) - len(todo)} already graded, "
           f"{len(todo)} to grade with {workers} worker{'s' if workers > 1 else ''} ({database})", flush=True)
     lock, done = Lock(), 0
-    if without_kernel:
-        os.environ["COURSE_AUTOGRADE_WITHOUT_KERNEL"] = "1"
     with _gradebook(course, database) as db_url, _shared_check_server():
         if not has_assignment(db_url, assignment):  # the gradebook must hold the assignment's hidden checks
             with tempfile.TemporaryDirectory() as release:
@@ -235,9 +266,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="gradebook: sqlite (one worker) or postgres (default with several workers)")
     parser.add_argument("--force", action="store_true", help="grade every student again")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one student's grading may take")
-    parser.add_argument("--without-kernel", action="store_true",
-                        help="skip running the student's cells in a kernel: the same grades in about half the "
-                             "time, but the feedback shows the student's own cells without their outputs")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
@@ -247,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     course = Path.cwd()
     if not (course / "nbgrader_config.py").exists() or not (course / "solutions" / args.assignment).is_dir():
         parser.error(f"run this from the course root, which has nbgrader_config.py and solutions/{args.assignment}/")
-    summary = grade_class(course, args.assignment, args.workers, args.force, args.timeout, database,
-                          args.without_kernel)
+    summary = grade_class(course, args.assignment, args.workers, args.force, args.timeout, database)
     counts: dict[str, int] = {}
     for result in summary.values():
         counts[result["status"]] = counts.get(result["status"], 0) + 1

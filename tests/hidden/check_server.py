@@ -1,15 +1,19 @@
-"""The trusted side of grading: runs each grade cell of a submission in its own forked process.
+"""The trusted side of grading: runs a submission's cells and each grade cell in forked processes.
 
 Started once per ``nbgrader autograde`` run (see ``outside_kernel.py``), or once per class by
-``batch_grade.py`` (``--socket PATH``), it imports torch and the hidden checks before any student
-code exists, then answers one JSON request per line (on stdin, or on each socket connection):
+``batch_grade.py`` (``--socket PATH``), it imports torch, IPython and the hidden checks before any
+student code exists, then answers one JSON request per line (on stdin, or on each socket connection):
 
+    {"kind": "cells", "cells": [...], "cwd": "...", "time_limit": 120}
     {"kind": "visible", "cells": [...], "source": "...", "cwd": "..."}
     {"kind": "hidden", "cells": [...], "assignment": "...", "target": "...", "cwd": "..."}
 
 For each it forks a child that runs the student's cells (``cells``, the notebook's non-grade code
-cells up to the grade cell), then either the visible check ``source`` or one hidden check, and
-reports through a pipe (a hidden request runs each check of its target so). The child's stdout and stderr go nowhere, so prints of any size and
+cells, up to the grade cell for a check) through one IPython shell (``cell_shell.py``), as the
+student's kernel did. A "cells" request reports each cell's outputs for the graded notebook
+(it takes the place of the kernel nbgrader would start). A check request then runs either the
+visible check ``source`` or one hidden check, and reports whether it passed (a hidden request runs
+each check of its target so). The child's stdout and stderr go nowhere, so prints of any size and
 warnings cost nothing; a child that crashes (``os._exit``, a segfault, memory exhaustion) or
 overruns its time is reported as such and takes nothing else with it. Whatever the student's
 code changes in torch, numpy, the self-checks or the grader is undone before a check compares
@@ -45,6 +49,7 @@ import torch.testing  # noqa: E402
 
 import course_pkg.testing  # noqa: E402
 import grader  # noqa: E402
+from cell_shell import CellShell  # noqa: E402
 
 TIME_LIMIT_SECONDS = grader.TIME_LIMIT_SECONDS
 MEMORY_LIMIT_BYTES = 6 * 1024**3
@@ -85,14 +90,14 @@ def undo_changes(clean: list[dict]) -> list[str]:
 _MISSING = object()
 
 
+SHELL: CellShell | None = None  # created by main(), before any student code runs
+
+
 def run_student_cells(cells: list[str]) -> dict:
-    namespace: dict = {"__name__": "__main__"}
-    for index, source in enumerate(cells):
-        try:
-            exec(compile(source, f"<cell {index}>", "exec"), namespace)
-        except BaseException:  # the student's cell failed: the notebook would go on too
-            pass
-    return namespace
+    """The namespace the student's cells leave, each run as in the notebook (a cell that fails is shown, not fatal)."""
+    for source in cells:
+        SHELL.run(source)
+    return SHELL.user_ns
 
 
 def run_visible(request: dict, namespace: dict) -> dict:
@@ -133,6 +138,8 @@ def child(request: dict, clean: list[dict], report_fd: int) -> None:
     try:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
         os.chdir(request["cwd"])
+        if request["kind"] == "cells":
+            report_cell_outputs(request["cells"], report_fd)  # never returns
         namespace = run_student_cells(request["cells"])
         undo_changes(clean)  # top-level changes are undone; changes during the check below fail it
         result = run_visible(request, namespace) if request["kind"] == "visible" else run_hidden(request, namespace)
@@ -144,38 +151,63 @@ def child(request: dict, clean: list[dict], report_fd: int) -> None:
     except BaseException:
         result = {"passed": False, "message": "the grader failed: " + traceback.format_exc(limit=1)[-300:]}
     with os.fdopen(report_fd, "w") as report:
-        report.write(json.dumps(result))
+        report.write(json.dumps(result) + "\n")
+    os._exit(0)
+
+
+def report_cell_outputs(cells: list[str], report_fd: int) -> None:
+    """Runs in the forked process for a "cells" request: one JSON line of outputs per cell, as each finishes."""
+    with os.fdopen(report_fd, "w") as report:
+        for source in cells:
+            report.write(json.dumps(SHELL.run(source)) + "\n")
+            report.flush()
     os._exit(0)
 
 
 def serve_one(request: dict, clean: list[dict]) -> dict:
+    """Fork a child for ``request`` and wait for its report, or for its time limit, or for it to crash."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
         child(request, clean, write_fd)
     os.close(write_fd)
-    deadline = time.monotonic() + request.get("time_limit", TIME_LIMIT_SECONDS) + 5
+    time_limit = request.get("time_limit", TIME_LIMIT_SECONDS)
+    report, stopped = read_report(pid, read_fd, time_limit + 5)
+    cell_outputs = [json.loads(line) for line in report.split(b"\n")[:-1]]  # a crash may cut the last line
+    finished = len(cell_outputs) == len(request["cells"]) if request["kind"] == "cells" else bool(report)
+    if finished and not stopped:
+        return {"outputs": cell_outputs, "stopped": None} if request["kind"] == "cells" else cell_outputs[0]
+    if stopped == "timeout":
+        message = f"took longer than {time_limit:g} s and was stopped"
+    else:
+        message = f"crashed: the process running your code {stopped or 'exited before it finished'}"
+    if request["kind"] == "cells":
+        return {"outputs": cell_outputs, "stopped": message}
+    return {"passed": False, "timeout" if stopped == "timeout" else "crashed": True, "message": message}
+
+
+def read_report(pid: int, read_fd: int, seconds: float) -> tuple[bytes, str | None]:
+    """What the child wrote before it ended, and ``None``, or "timeout", or how it crashed; reaps the child."""
+    deadline = time.monotonic() + seconds
     chunks = []
     with os.fdopen(read_fd, "rb") as pipe:
         while True:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([pipe], [], [], max(remaining, 0))
+            ready, _, _ = select.select([pipe], [], [], max(deadline - time.monotonic(), 0))
             if not ready:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return {"passed": False, "timeout": True,
-                        "message": f"took longer than {request.get('time_limit', TIME_LIMIT_SECONDS):g} s and was stopped"}
+                return b"".join(chunks), "timeout"
             chunk = pipe.read1(65536)
             if not chunk:
                 break
             chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
-    if chunks:
-        return json.loads(b"".join(chunks))
-    how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-           else f"exited with code {os.WEXITSTATUS(status)}")
-    return {"passed": False, "crashed": True, "message": f"crashed: the process running your code {how}"}
+    if os.WIFSIGNALED(status):
+        return b"".join(chunks), f"was killed by signal {os.WTERMSIG(status)}"
+    if os.WEXITSTATUS(status) != 0:
+        return b"".join(chunks), f"exited with code {os.WEXITSTATUS(status)}"
+    return b"".join(chunks), None
 
 
 def warm_up() -> None:
@@ -218,8 +250,10 @@ def serve_socket(path: str, clean: list[dict]) -> None:
 
 
 def main() -> None:
+    global SHELL
     torch.set_num_threads(1)
     warm_up()
+    SHELL = CellShell.create()
     clean = snapshot()
     if len(sys.argv) == 3 and sys.argv[1] == "--socket":
         serve_socket(sys.argv[2], clean)

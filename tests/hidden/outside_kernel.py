@@ -1,18 +1,20 @@
-"""nbgrader preprocessors that grade every check cell outside the student's kernel.
+"""nbgrader preprocessors that grade every check cell outside the student's process.
 
-Inside the notebook's kernel the student's code can do anything: replace ``torch.allclose``, kill
-the kernel (after which nbgrader would throw away the whole notebook), print megabytes or write
+In a notebook kernel the student's code can do anything: replace ``torch.allclose``, kill the
+kernel (after which nbgrader would throw away the whole notebook), print megabytes or write
 warnings to stderr (which nbgrader scores as a failure). So ``nbgrader autograde`` (configured in
-``nbgrader_config.py``) runs the kernel on the student's own cells only, and then:
+``nbgrader_config.py``) starts no kernel. :class:`GradeOutsideKernel` takes the place of nbgrader's
+``Execute`` and sends the work to ``check_server.py``, which has torch imported once and forks a
+fresh process for each request:
 
-* :class:`GradeOutsideKernel` sends each grade cell, together with the student's cells above it,
-  to ``check_server.py``, which runs it in a fresh forked process and reports; the cell's outputs
-  become that report: for a visible check its prints or its error, for a hidden check one line per
-  check and the points earned as the cell's value (nbgrader's partial credit). The hidden part of
-  the cell's source is left out of the graded notebook, so the feedback never shows it.
-
-:class:`HideGradeCells` runs before the kernel and :class:`SafeExecute` replaces nbgrader's
-``Execute`` so that a dead kernel costs the cells it did not run, not the notebook.
+* the student's own cells are run as the kernel would run them (``cell_shell.py``), and their
+  outputs go into the graded notebook; a process that dies costs the cells it did not finish, not
+  the notebook;
+* each grade cell runs, together with the student's cells above it, in a process of its own;
+  the cell's outputs become its report: for a visible check its prints or its error, for a hidden
+  check one line per check and the points earned as the cell's value (nbgrader's partial credit).
+  The hidden part of the cell's source is left out of the graded notebook, so the feedback never
+  shows it.
 """
 
 from __future__ import annotations
@@ -26,15 +28,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nbclient.exceptions import DeadKernelError
-from nbformat import NotebookNode
+from nbformat import NotebookNode, from_dict
 from nbformat.v4 import new_output
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Float
 
 HERE = Path(__file__).resolve().parent
 
-STASH = "course_graded_source"
-PLACEHOLDER = "# graded outside the notebook's kernel"
 HIDDEN_NOTE = "# (the hidden checks of this cell ran here; their report is below)\n"
 HIDDEN_CALL = re.compile(r"""grade\(\s*["'](\w+)["']\s*,\s*["'](\w+)["']""")
 HIDDEN_PART = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
@@ -55,47 +55,6 @@ class ForgetDuplicatedCells(NbGraderPreprocessor):
     def preprocess_cell(self, cell, resources, index):
         if cell.metadata.get("nbgrader") == {}:
             del cell.metadata["nbgrader"]
-        return cell, resources
-
-
-class HideGradeCells(NbGraderPreprocessor):
-    """Before the kernel runs: set every grade cell's source aside, so the kernel never runs a check."""
-
-    def preprocess_cell(self, cell, resources, index):
-        if is_grade_cell(cell):
-            cell.metadata[STASH] = cell.source
-            cell.source = PLACEHOLDER
-        return cell, resources
-
-
-class SafeExecute(Execute):
-    """nbgrader's ``Execute``, except that a kernel that dies leaves the cells it ran as they are.
-
-    No grade depends on the kernel: it only gives the feedback the outputs of the student's own
-    cells. ``batch_grade.py --without-kernel`` sets ``COURSE_AUTOGRADE_WITHOUT_KERNEL`` to skip it.
-    """
-
-    def preprocess(self, nb, resources=None, km=None):
-        if os.environ.get("COURSE_AUTOGRADE_WITHOUT_KERNEL"):
-            return nb, resources
-        try:
-            return super().preprocess(nb, resources, km)
-        except DeadKernelError as error:
-            self.log.warning("The kernel died while running the student's cells: %s", error)
-            return nb, resources
-
-
-class CapOutputSize(NbGraderPreprocessor):
-    """Cut each printed output to ``limit`` characters: a student's megabytes of prints must not
-    reach the gradebook or the feedback (nbgrader's ``LimitOutput`` counts lines, not characters)."""
-
-    limit = 20_000
-
-    def preprocess_cell(self, cell, resources, index):
-        for output in cell.get("outputs", []):
-            if output.output_type == "stream" and len(output.text) > self.limit:
-                cut = len(output.text) - self.limit
-                output.text = output.text[: self.limit] + f"\n... ({cut} more characters not shown)\n"
         return cell, resources
 
 
@@ -130,21 +89,37 @@ class CheckServer:
 
 
 class GradeOutsideKernel(NbGraderPreprocessor):
-    """After the kernel: put each grade cell's source back and fill its outputs from the check server."""
+    """In place of nbgrader's ``Execute``: the student's cells and every grade cell, run by the check server."""
+
+    timeout = Float(120, help="seconds the student's own cells may take, all together").tag(config=True)
 
     def preprocess(self, nb, resources):
         cwd = resources.get("metadata", {}).get("path") or "."
+        self.run_student_cells([cell for cell in nb.cells if cell.cell_type == "code" and not is_grade_cell(cell)], cwd)
         student_cells: list[str] = []
         for cell in nb.cells:
             if is_grade_cell(cell):
-                source = cell.metadata.pop(STASH, cell.source)
-                cell.outputs = self.grade(source, list(student_cells), cwd)
+                cell.outputs = self.grade(cell.source, list(student_cells), cwd)
                 # What the feedback shows of the cell: its visible part; the checks' code stays secret.
-                cell.source = HIDDEN_PART.sub(HIDDEN_NOTE, source)
+                cell.source = HIDDEN_PART.sub(HIDDEN_NOTE, cell.source)
                 cell.execution_count = None
             elif cell.cell_type == "code":
                 student_cells.append(cell.source)
         return nb, resources
+
+    def run_student_cells(self, cells: list[NotebookNode], cwd: str) -> None:
+        """Give each of the student's cells the outputs it has when run in order from a fresh start."""
+        result = CheckServer.ask({"kind": "cells", "cells": [cell.source for cell in cells], "cwd": cwd,
+                                  "time_limit": self.timeout})
+        for count, cell in enumerate(cells, start=1):
+            done = count <= len(result["outputs"])
+            cell.outputs = [from_dict(output) for output in result["outputs"][count - 1]] if done else []
+            cell.execution_count = count if done else None
+        if result["stopped"]:
+            self.log.warning("The student's cells stopped early: %s", result["stopped"])
+            unfinished = cells[len(result["outputs"])]
+            unfinished.outputs.append(new_output("error", ename="Stopped", evalue=result["stopped"],
+                                                 traceback=[f"This cell {result['stopped']}; the cells below it did not run."]))
 
     def grade(self, source: str, student_cells: list[str], cwd: str) -> list[NotebookNode]:
         outputs = []

@@ -59,8 +59,8 @@ HIDDEN = 64
 TWO_D, HIGH_D = 2, 16
 
 NOTES = {
-    "course_pkg": "log-scale 3 tanh(a / 3); mask multiply: the conditioner sees mask * x (all D inputs, "
-    "2 D outputs, half of them unused)",
+    "course_pkg": "SplitAffineCoupling: log-scale 3 tanh(a / 3); halves split as views (first, second, first, ...), "
+    "the kept half's conditioner gives 2 numbers per transformed feature, merged by cat",
     "zuko": "RealNVP(transforms=8, hidden_features=(64, 64), activation=SiLU); log-scale "
     "a / (1 + |a / ln 1e-3|); index split and merge",
     "nflows": "AffineCouplingTransform: scale = sigmoid(a + 2) + 1e-3 < 1.001, so in the data-to-noise "
@@ -72,9 +72,8 @@ NOTES = {
 }
 COMMON_NOTE = (
     "every library: the same Linear-SiLU-Linear-SiLU-Linear conditioners (64, 64), last layer zero, the same "
-    "initial hidden weights; the same data, batches, seed, Adam (torch defaults but lr) and loop, no gradient "
-    "clipping. course_pkg's extra parameters are the masked inputs' weights (their input is always 0) and the "
-    "outputs for the kept features (discarded)"
+    "initial hidden weights (so the same parameter counts); the same data, batches, seed, Adam (torch defaults "
+    "but lr) and loop, no gradient clipping"
 )
 
 
@@ -85,16 +84,13 @@ COMMON_NOTE = (
 class Model:
     """One library's RealNVP: the module (for parameters), its ``log_prob``, and its conditioners.
 
-    ``couplings[k] = (kept, (first, hidden, last))`` for the ``k``-th coupling *on the data side*:
-    the indices of the features it keeps (ascending) and its conditioner's three ``Linear`` layers.
-    ``first_takes_all`` says whether the first layer reads all features (course_pkg's mask
-    multiply) or only the kept ones.
+    ``conditioners[k] = (first, hidden, last)``: the three ``Linear`` layers of the conditioner of
+    the ``k``-th coupling *on the data side*; the first reads the features that coupling keeps.
     """
 
     module: nn.Module
     log_prob: Callable[[Tensor], Tensor]
-    couplings: list[tuple[Tensor, tuple[nn.Module, nn.Module, nn.Module]]]
-    first_takes_all: bool = False
+    conditioners: list[tuple[nn.Module, nn.Module, nn.Module]]
 
     @property
     def num_parameters(self) -> int:
@@ -115,24 +111,21 @@ def _linears(network: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
 
 
 def _kept_even_odd(features: int, layer: int) -> Tensor:
-    """The features a coupling keeps: even ones at even layers, odd ones at odd layers (course_pkg's masks)."""
+    """The features a coupling keeps: even ones at even layers, odd ones at odd layers (zuko's masks)."""
     return torch.arange(features)[torch.arange(features) % 2 == layer % 2]
 
 
 def build_course_pkg(features: int) -> Model:
     model = RealNVP(features, num_layers=NUM_COUPLINGS, hidden_features=HIDDEN, num_hidden_layers=2)
-    couplings = [
-        (coupling.mask.nonzero().squeeze(1), _linears(coupling.conditioner)) for coupling in model.transform.flows
-    ]
-    return Model(model, model.log_prob, couplings, first_takes_all=True)
+    return Model(model, model.log_prob, [_linears(coupling.conditioner) for coupling in model.transform.flows])
 
 
 def build_zuko(features: int) -> Model:
     import zuko
 
     flow = zuko.flows.RealNVP(features, transforms=NUM_COUPLINGS, hidden_features=(HIDDEN, HIDDEN), activation=nn.SiLU)
-    couplings = [(layer.mask.nonzero().squeeze(1), _linears(layer.hyper)) for layer in flow.transform.transforms]
-    return Model(flow, lambda x: flow().log_prob(x), couplings)
+    conditioners = [_linears(layer.hyper) for layer in flow.transform.transforms]
+    return Model(flow, lambda x: flow().log_prob(x), conditioners)
 
 
 class _IgnoreContext(nn.Module):
@@ -152,16 +145,15 @@ def build_nflows(features: int) -> Model:
     from nflows.transforms.base import CompositeTransform
     from nflows.transforms.coupling import AffineCouplingTransform
 
-    layers, couplings = [], []
+    layers = []
     for k in range(NUM_COUPLINGS):
         kept = _kept_even_odd(features, k)
         transformed = torch.ones(features, dtype=torch.int64)
         transformed[kept] = 0  # nflows' mask marks the features it transforms
         layer = AffineCouplingTransform(transformed, lambda d_in, d_out: _IgnoreContext(conditioner(d_in, d_out)))
         layers.append(layer)
-        couplings.append((kept, _linears(layer.transform_net)))
     flow = Flow(CompositeTransform(layers), StandardNormal([features]))
-    return Model(flow, flow.log_prob, couplings)
+    return Model(flow, flow.log_prob, [_linears(layer.transform_net) for layer in layers])
 
 
 def build_normflows(features: int) -> Model:
@@ -173,12 +165,10 @@ def build_normflows(features: int) -> Model:
         split = "channel" if k % 2 == 0 else "channel_inv"  # keeps the first half, or the second
         block = normflows.flows.AffineCouplingBlock(conditioner(half, 2 * (features - half)), scale_map="exp",
                                                     split_mode=split)
-        kept = torch.arange(half) if k % 2 == 0 else torch.arange(features - half, features)
-        data_side.append((block, kept))
+        data_side.append(block)
     base = normflows.distributions.DiagGaussian(features, trainable=False)
-    model = normflows.NormalizingFlow(base, [block for block, _ in reversed(data_side)])
-    couplings = [(kept, _linears(block.flows[1].param_map)) for block, kept in data_side]
-    return Model(model, model.log_prob, couplings)
+    model = normflows.NormalizingFlow(base, list(reversed(data_side)))
+    return Model(model, model.log_prob, [_linears(block.flows[1].param_map) for block in data_side])
 
 
 BUILDERS: dict[str, Callable[[int], Model]] = {
@@ -208,12 +198,10 @@ def build(library: str, features: int, seed: int) -> Model:
     torch.manual_seed(seed)
     model = BUILDERS[library](features)
     with torch.no_grad():
-        for (kept, (first, hidden, last)), (w1, b1, w2, b2) in zip(
-            model.couplings, initial_weights(features, seed), strict=True
+        for (first, hidden, last), (w1, b1, w2, b2) in zip(
+            model.conditioners, initial_weights(features, seed), strict=True
         ):
-            first.weight.zero_()
-            columns = kept if model.first_takes_all else torch.arange(kept.numel())
-            first.weight[:, columns] = w1
+            first.weight.copy_(w1)
             first.bias.copy_(b1)
             hidden.weight.copy_(w2)
             hidden.bias.copy_(b2)

@@ -13,38 +13,34 @@ from torch import Tensor, nn
 
 from course_pkg.distributions import NormalizingFlow, StandardNormal
 from course_pkg.flows import ActNorm, Affine, Flow, Inverse, Logit, Sequential
-from course_pkg.flows.coupling import (
-    AdditiveCoupling,
-    AffineCoupling,
-    Coupling,
-    alternating_mask,
-    channel_mask,
-    checkerboard_mask,
-)
+from course_pkg.flows.coupling import AffineCoupling, channel_mask, checkerboard_mask
 from course_pkg.flows.multiscale import FactorOut, Squeeze
+from course_pkg.flows.split_coupling import SplitAdditiveCoupling, SplitAffineCoupling, SplitCoupling, half_split
 from course_pkg.nets import MLP, ResNet
 
 
 def vector_couplings(
-    coupling: type[Coupling], features: int, num_layers: int, hidden_features: int, num_hidden_layers: int = 2
-) -> list[Coupling]:
-    """``num_layers`` couplings of ``[B, features]`` with alternating masks (even, odd, even, ...) and MLP conditioners.
+    coupling: type[SplitCoupling], features: int, num_layers: int, hidden_features: int, num_hidden_layers: int = 2
+) -> list[SplitCoupling]:
+    """``num_layers`` couplings of ``[B, features]`` keeping the first half, the second, ...; MLP conditioners.
 
-    Alternating the mask lets every feature be transformed, conditioned on the others, every other layer.
+    Alternating the kept half lets every feature be transformed, conditioned on the others, every
+    other layer. Each conditioner maps the ``d_A`` kept features to ``k d_B`` numbers for the
+    transformed ones (``k = coupling.conditioner_multiplier``).
     """
-    return [
-        coupling(
-            alternating_mask(features, parity=layer % 2),
-            MLP(features, coupling.conditioner_multiplier * features, hidden_features, num_hidden_layers),
-        )
-        for layer in range(num_layers)
-    ]
+    layers = []
+    for parity in (k % 2 for k in range(num_layers)):
+        kept, transformed = half_split(features, parity)
+        conditioner = MLP(kept, coupling.conditioner_multiplier * transformed, hidden_features, num_hidden_layers)
+        layers.append(coupling(features, parity, conditioner))
+    return layers
 
 
 class NICE(NormalizingFlow):
     """NICE (Dinh, Krueger & Bengio 2015): additive couplings, then a learned diagonal scaling, ``[B, features]``.
 
-    ``z = exp(log_scale) * (g_K o ... o g_1)(x) + shift``: the couplings ``g_k`` are volume
+    ``z = exp(log_scale) * (g_K o ... o g_1)(x) + shift``: the couplings ``g_k``
+    (:class:`~course_pkg.flows.split_coupling.SplitAdditiveCoupling`, alternating halves) are volume
     preserving, so ``log|det dz/dx| = sum_i log_scale_i``, all of it from the last layer (NICE's
     "scaling layer" is :class:`~course_pkg.flows.elementwise.Affine`, whose extra shift is
     volume-preserving too). Base: ``N(0, I)``.
@@ -53,14 +49,17 @@ class NICE(NormalizingFlow):
     def __init__(
         self, features: int, num_layers: int = 4, hidden_features: int = 64, num_hidden_layers: int = 2
     ) -> None:
-        couplings = vector_couplings(AdditiveCoupling, features, num_layers, hidden_features, num_hidden_layers)
+        couplings = vector_couplings(SplitAdditiveCoupling, features, num_layers, hidden_features, num_hidden_layers)
         super().__init__(Sequential(*couplings, Affine(features)), StandardNormal(features))
 
 
 class RealNVP(NormalizingFlow):
-    """RealNVP for vectors ``[B, features]`` (Dinh, Sohl-Dickstein & Bengio 2017): affine couplings, alternating masks.
+    """RealNVP for vectors ``[B, features]`` (Dinh, Sohl-Dickstein & Bengio 2017): affine couplings, alternating halves.
 
-    ``z = (g_K o ... o g_1)(x)``, ``log|det dz/dx| = sum_k sum_i s_{k,i}``. With ``actnorm=True``
+    ``z = (g_K o ... o g_1)(x)``, ``log|det dz/dx| = sum_k sum_i s_{k,i}``: the couplings ``g_k`` are
+    :class:`~course_pkg.flows.split_coupling.SplitAffineCoupling` layers, which keep the first half
+    of the features, the second, the first, ... (the mask form with ``half_mask`` and
+    ``1 - half_mask``, computed on the halves). With ``actnorm=True``
     an :class:`~course_pkg.flows.elementwise.ActNorm` follows each coupling (initialised on the
     first batch it sees). Starts as the identity: a new model is the base ``N(0, I)``.
 
@@ -79,7 +78,7 @@ class RealNVP(NormalizingFlow):
         actnorm: bool = False,
     ) -> None:
         layers: list[Flow] = []
-        for coupling in vector_couplings(AffineCoupling, features, num_layers, hidden_features, num_hidden_layers):
+        for coupling in vector_couplings(SplitAffineCoupling, features, num_layers, hidden_features, num_hidden_layers):
             layers += [coupling, ActNorm(features)] if actnorm else [coupling]
         super().__init__(Sequential(*layers), StandardNormal(features))
 

@@ -25,12 +25,12 @@ def compare() -> ModuleType:
 
 def test_the_shared_initial_weights_make_course_pkg_start_as_the_identity(compare: ModuleType) -> None:
     model = compare.build("course_pkg", compare.TWO_D, seed=0)
-    assert model.num_parameters == 8 * (2 * 64 + 64 + 64 * 64 + 64 + 64 * 4 + 4)  # mask multiply: 2 in, 4 out
+    assert model.num_parameters == 8 * (1 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2)  # split: 1 in, 2 out
     x = torch.randn(16, 2)
     expected = -0.5 * (x.pow(2).sum(dim=1) + 2 * torch.log(torch.tensor(2 * torch.pi)))
     torch.testing.assert_close(model.log_prob(x), expected)  # zero last layers: N(0, I)
-    first, _, _ = model.couplings[0][1]
-    again, _, _ = compare.build("course_pkg", compare.TWO_D, seed=0).couplings[0][1]
+    first, _, _ = model.conditioners[0]
+    again, _, _ = compare.build("course_pkg", compare.TWO_D, seed=0).conditioners[0]
     assert torch.equal(first.weight, again.weight), "the same seed gives the same initial weights"
 
 

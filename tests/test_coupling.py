@@ -12,11 +12,16 @@ from course_pkg.flows import (
     AdditiveCoupling,
     AffineCoupling,
     Coupling,
+    SplitAdditiveCoupling,
+    SplitAffineCoupling,
+    SplitCoupling,
     alternating_mask,
     channel_mask,
     checkerboard_mask,
     half_mask,
+    half_split,
 )
+from course_pkg.flows.coupling import affine_log_scale_and_shift
 from course_pkg.nets import MLP, ResNet
 from course_pkg.testing import autograd_batch_jacobian
 
@@ -70,6 +75,30 @@ CASES = [
         standard_normal(3, 2, 3, 3),
         seed=6,
     ),
+    FlowCase(
+        "split-affine-first-half",
+        lambda: SplitAffineCoupling(4, 0, MLP(2, 2 * 2, hidden_features=8)),
+        standard_normal(6, 4),
+        seed=7,
+    ),
+    FlowCase(
+        "split-affine-odd-keeps-first-2-of-5",
+        lambda: SplitAffineCoupling(5, 0, MLP(2, 2 * 3, hidden_features=8, num_hidden_layers=1)),
+        standard_normal(6, 5),
+        seed=8,
+    ),
+    FlowCase(
+        "split-affine-odd-keeps-last-3-of-5",
+        lambda: SplitAffineCoupling(5, 1, MLP(3, 2 * 2, hidden_features=8), scale_bound=1.5),
+        standard_normal(6, 5),
+        seed=9,
+    ),
+    FlowCase(
+        "split-additive-keeps-last-half",
+        lambda: SplitAdditiveCoupling(6, 1, MLP(3, 3, hidden_features=8)),
+        standard_normal(6, 6),
+        seed=10,
+    ),
 ]
 
 
@@ -79,8 +108,8 @@ class TestCouplingContract(FlowContract):
         return request.param
 
 
-def sample_mask(layer: Coupling, x: Tensor) -> Tensor:
-    """The layer's mask broadcast to one sample's shape and flattened: ``[D]`` zeros and ones."""
+def sample_mask(layer: Coupling | SplitCoupling, x: Tensor) -> Tensor:
+    """The layer's mask (a split coupling's: that of its mask form) broadcast to one sample's shape and flattened."""
     return layer.mask.expand(x.shape[1:]).reshape(-1).to(torch.bool)
 
 
@@ -249,3 +278,146 @@ def test_mask_is_a_buffer_that_follows_the_dtype() -> None:
     assert layer.mask.dtype == torch.float64
     assert "mask" in layer.state_dict()
     assert not any(parameter is layer.mask for parameter in layer.parameters())
+
+
+# ---------------------------------------------------------------------------- the split form
+
+
+def test_half_split_counts_the_kept_and_the_transformed_features() -> None:
+    assert [half_split(4, parity) for parity in (0, 1)] == [(2, 2), (2, 2)]
+    assert [half_split(5, parity) for parity in (0, 1)] == [(2, 3), (3, 2)]  # the kept half is half_mask's
+    with pytest.raises(ValueError, match="at least 2 features"):
+        half_split(1, 0)
+    with pytest.raises(ValueError, match="parity 0 or 1"):
+        half_split(4, 2)
+
+
+def test_split_affine_coupling_follows_its_equation() -> None:
+    """``z = (x_A, x_B exp(s) + t)`` in place, ``[raw_s, t] = conditioner(x_A)``, ``s = b tanh(raw_s / b)``."""
+    layer = randomize_parameters(SplitAffineCoupling(5, 1, MLP(3, 4, hidden_features=8), scale_bound=1.5), seed=11)
+    layer = layer.double()
+    x = torch.randn(7, 5, dtype=torch.float64)
+    x_transformed, x_kept = x[:, :2], x[:, 2:]  # parity 1 keeps the last 3 of 5 features
+    raw_log_scale, shift = layer.conditioner(x_kept).chunk(2, dim=1)
+    log_scale = 1.5 * torch.tanh(raw_log_scale / 1.5)
+    z, log_det = layer(x)
+    torch.testing.assert_close(z, torch.cat((x_transformed * torch.exp(log_scale) + shift, x_kept), dim=1))
+    torch.testing.assert_close(log_det, log_scale.sum(dim=1))
+
+
+def test_split_additive_coupling_shifts_and_preserves_volume() -> None:
+    layer = randomize_parameters(SplitAdditiveCoupling(4, 0, MLP(2, 2, hidden_features=8)), seed=12).double()
+    x = torch.randn(7, 4, dtype=torch.float64)
+    z, log_det = layer(x)
+    torch.testing.assert_close(z, torch.cat((x[:, :2], x[:, 2:] + layer.conditioner(x[:, :2])), dim=1))
+    assert torch.equal(log_det, torch.zeros(7, dtype=torch.float64))
+
+
+def mask_form_of(layer: SplitCoupling, scale_bound: float | None = None) -> Coupling:
+    """The mask-form coupling that computes what ``layer`` does: same weights where they matter, noise elsewhere.
+
+    The mask form's conditioner reads all ``D`` features (``mask * x``) and returns ``k`` numbers
+    for each of them. Its first layer gets the split conditioner's weights in the columns of the
+    kept features, and its last layer the split one's rows at the transformed features (for each
+    of the ``k`` blocks). The other columns and rows are random: they meet masked-out inputs and
+    discarded outputs, so they must not matter.
+    """
+    features, k = layer.features, layer.conditioner_multiplier
+    first, *middle, last = (module for module in layer.conditioner if isinstance(module, torch.nn.Linear))
+    mask_conditioner = randomize_parameters(
+        MLP(features, k * features, first.out_features, num_hidden_layers=len(middle) + 1), seed=13
+    ).to(first.weight.dtype)
+    mask_first, *mask_middle, mask_last = (m for m in mask_conditioner if isinstance(m, torch.nn.Linear))
+    kept = layer.mask.nonzero().squeeze(1)
+    transformed = (1 - layer.mask).nonzero().squeeze(1)
+    rows = torch.cat([block * features + transformed for block in range(k)])
+    with torch.no_grad():
+        mask_first.weight[:, kept] = first.weight
+        mask_first.bias.copy_(first.bias)
+        for mask_linear, linear in zip(mask_middle, middle, strict=True):
+            mask_linear.load_state_dict(linear.state_dict())
+        mask_last.weight[rows] = last.weight
+        mask_last.bias[rows] = last.bias
+    if scale_bound is None:
+        return AdditiveCoupling(layer.mask, mask_conditioner).to(first.weight.dtype)
+    return AffineCoupling(layer.mask, mask_conditioner, scale_bound=scale_bound).to(first.weight.dtype)
+
+
+@pytest.mark.parametrize(
+    ("features", "parity", "affine"), [(4, 0, True), (5, 0, True), (5, 1, True), (6, 1, False), (3, 0, False)]
+)
+def test_split_coupling_equals_the_mask_form_with_half_masks(features: int, parity: int, affine: bool) -> None:
+    kept, transformed = half_split(features, parity)
+    if affine:
+        layer = SplitAffineCoupling(features, parity, MLP(kept, 2 * transformed, hidden_features=8), scale_bound=2.0)
+    else:
+        layer = SplitAdditiveCoupling(features, parity, MLP(kept, transformed, hidden_features=8))
+    layer = randomize_parameters(layer, seed=features + parity).double()
+    reference = mask_form_of(layer, 2.0 if affine else None)
+    expected_mask = half_mask(features) if parity == 0 else 1 - half_mask(features)
+    assert torch.equal(reference.mask, expected_mask.to(torch.float64))
+    x = torch.randn(9, features, dtype=torch.float64)
+    for method in ("forward", "inverse"):
+        output, log_det = getattr(layer, method)(x)
+        expected_output, expected_log_det = getattr(reference, method)(x)
+        torch.testing.assert_close(output, expected_output, atol=1e-12, rtol=1e-12, msg=method)
+        torch.testing.assert_close(log_det, expected_log_det, atol=1e-12, rtol=1e-12, msg=f"{method} log_det")
+
+
+def test_split_affine_log_scale_stays_bounded_for_huge_conditioner_outputs() -> None:
+    layer = randomize_parameters(SplitAffineCoupling(4, 1, MLP(2, 4, hidden_features=8), scale_bound=2.0), 14, 50.0)
+    x = 10 * torch.randn(6, 4, dtype=torch.float64)
+    z, log_det = layer.double()(x)
+    assert torch.isfinite(z).all() and torch.isfinite(log_det).all()
+    assert (log_det.abs() <= 2.0 * 2).all(), "|s| < scale_bound on each of the 2 transformed features"
+    torch.testing.assert_close(layer.inverse(z)[0], x)
+
+
+def test_the_scale_clip_keeps_small_log_scales_exact_for_large_bounds() -> None:
+    """``b tanh(raw / b) = raw (1 - (raw / b)^2 / 3 + ...)``: for ``b = 1e6``, ``raw`` to float64's last digits.
+
+    (The same function written as ``b (2 sigmoid(2 raw / b) - 1)`` keeps only about ``1e-16 b`` of
+    absolute precision: nothing of ``raw = 1e-8``.)
+    """
+    raw = torch.tensor([[1e-8, -3e-4, 0.5, -2.0]], dtype=torch.float64)
+    log_scale, shift = affine_log_scale_and_shift(torch.cat((raw, -raw), dim=1), scale_bound=1e6)
+    torch.testing.assert_close(log_scale, raw * (1 - (raw / 1e6) ** 2 / 3), atol=0, rtol=4e-16)
+    assert torch.equal(shift, -raw)
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "message"),
+    [
+        (
+            SplitAffineCoupling(4, 0, MLP(2, 4)),
+            (5, 3),
+            "SplitAffineCoupling(features=4, parity=0) expects input of shape [batch, 4], got shape (5, 3)",
+        ),
+        (SplitAdditiveCoupling(4, 1, MLP(2, 2)), (5, 4, 1, 1), "expects input of shape [batch, 4], got shape (5, 4,"),
+        (SplitAffineCoupling(5, 1, MLP(3, 4)), (5,), "expects input of shape [batch, 5], got shape (5,)"),
+    ],
+)
+def test_split_coupling_rejects_bad_input_shapes(layer: SplitCoupling, shape: tuple[int, ...], message: str) -> None:
+    check_rejects_shape(layer, shape, message)
+
+
+def test_split_conditioner_with_the_wrong_output_shape_is_named() -> None:
+    layer = SplitAffineCoupling(5, 0, MLP(2, 3))  # keeps 2, transforms 3: needs 2 * 3 outputs
+    message = r"map the 2 kept features to 2 number\(s\) per transformed feature, shape \(4, 6\), got \(4, 3\)"
+    with pytest.raises(ValueError, match=message):
+        layer(torch.randn(4, 5))
+    with pytest.raises(ValueError, match=message):
+        layer.inverse(torch.randn(4, 5))
+
+
+@pytest.mark.parametrize("scale_bound", [0.0, -1.0, float("inf"), float("nan")])
+def test_split_scale_bound_must_be_positive_and_finite(scale_bound: float) -> None:
+    with pytest.raises(ValueError, match="SplitAffineCoupling needs a positive, finite scale_bound"):
+        SplitAffineCoupling(4, 0, MLP(2, 4), scale_bound=scale_bound)
+
+
+def test_split_coupling_refuses_bad_sizes_and_parities() -> None:
+    with pytest.raises(ValueError, match="at least 2 features"):
+        SplitAffineCoupling(1, 0, MLP(1, 2))
+    with pytest.raises(ValueError, match="parity 0 or 1, got -1"):
+        SplitAdditiveCoupling(4, -1, MLP(2, 2))

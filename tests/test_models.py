@@ -140,11 +140,20 @@ def test_new_realnvp_is_the_standard_normal(actnorm: bool) -> None:
     torch.testing.assert_close(model.log_prob(x), StandardNormal(3).double().log_prob(x), atol=0, rtol=0)
 
 
-def test_realnvp_alternates_masks_and_puts_actnorm_between_couplings() -> None:
-    layers = list(RealNVP(4, num_layers=4, hidden_features=8, actnorm=True).transform)
-    assert [type(layer).__name__ for layer in layers] == ["AffineCoupling", "ActNorm"] * 4
+def test_realnvp_alternates_the_kept_half_and_puts_actnorm_between_couplings() -> None:
+    layers = list(RealNVP(5, num_layers=4, hidden_features=8, actnorm=True).transform)
+    assert [type(layer).__name__ for layer in layers] == ["SplitAffineCoupling", "ActNorm"] * 4
     masks = [layer.mask.tolist() for layer in layers[::2]]
-    assert masks == [[1, 0, 1, 0], [0, 1, 0, 1]] * 2
+    assert masks == [[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]] * 2
+    sizes = [(layer.conditioner[0].in_features, layer.conditioner[-1].out_features) for layer in layers[::2]]
+    assert sizes == [(2, 2 * 3), (3, 2 * 2)] * 2, "a conditioner reads the d_A kept features, returns 2 d_B numbers"
+
+
+def test_nice_alternates_the_kept_half_and_ends_with_its_scaling() -> None:
+    layers = list(NICE(4, num_layers=3, hidden_features=8).transform)
+    assert [type(layer).__name__ for layer in layers] == ["SplitAdditiveCoupling"] * 3 + ["Affine"]
+    assert [layer.parity for layer in layers[:3]] == [0, 1, 0]
+    assert [layer.conditioner[-1].out_features for layer in layers[:3]] == [2] * 3
 
 
 def test_nice_log_det_is_the_scaling_layers_whatever_the_input() -> None:

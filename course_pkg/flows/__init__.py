@@ -14,6 +14,7 @@ from course_pkg.flows.coupling import (
     half_mask,
 )
 from course_pkg.flows.multiscale import FactorOut, Squeeze
+from course_pkg.flows.split_coupling import SplitAdditiveCoupling, SplitAffineCoupling, SplitCoupling, half_split
 
 __all__ = [
     "Flow",
@@ -41,4 +42,8 @@ __all__ = [
     "half_mask",
     "FactorOut",
     "Squeeze",
+    "SplitAdditiveCoupling",
+    "SplitAffineCoupling",
+    "SplitCoupling",
+    "half_split",
 ]

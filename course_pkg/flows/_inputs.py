@@ -1,8 +1,10 @@
-"""Input validation shared by the flow layers: one clear ``ValueError`` instead of a shape error
-from deep inside ``torch``, or a silent NaN.
+"""Validation shared by the flow layers: one clear ``ValueError`` instead of a shape error from deep
+inside ``torch``, or a silent NaN; for inputs and for constructor arguments.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -41,3 +43,21 @@ def expect_in_interval(x: Tensor, layer: str, low: float, high: float, closed: b
         seen = f"[{finite.min().item():.6g}, {finite.max().item():.6g}]" if finite.numel() else "no finite values"
         nan = " and NaN" if torch.isnan(x).any() else ""
         raise ValueError(f"{layer} expects values in {interval}, got values in {seen}{nan}")
+
+
+def expect_at_least_two(function: str, name: str, value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` features (or channels) split into a part to keep and one to transform."""
+    if value < 2:
+        raise ValueError(f"{function} needs at least 2 {name} (one part to keep, one to transform), got {value}")
+
+
+def expect_parity(function: str, parity: int) -> None:
+    """Raise ``ValueError`` unless ``parity`` is 0 or 1."""
+    if parity not in (0, 1):
+        raise ValueError(f"{function} takes parity 0 or 1, got {parity!r}")
+
+
+def expect_scale_bound(layer: str, scale_bound: float) -> None:
+    """Raise ``ValueError`` unless the bound of an affine coupling's log-scale is positive and finite."""
+    if not (scale_bound > 0 and math.isfinite(scale_bound)):
+        raise ValueError(f"{layer} needs a positive, finite scale_bound, got {scale_bound}")

@@ -19,12 +19,10 @@ and returns ``log|det dz/dx|``; ``inverse`` maps back and returns ``log|det dx/d
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from course_pkg.flows._inputs import expect_input
+from course_pkg.flows._inputs import expect_at_least_two, expect_input, expect_parity, expect_scale_bound
 from course_pkg.flows.base import Flow, sum_except_batch
 
 # ---------------------------------------------------------------------------- masks
@@ -32,7 +30,7 @@ from course_pkg.flows.base import Flow, sum_except_batch
 
 def half_mask(features: int) -> Tensor:
     """``[features]`` mask: 1 on the first ``features // 2`` features, 0 on the rest (NICE's split)."""
-    _expect_at_least_two("half_mask", "features", features)
+    expect_at_least_two("half_mask", "features", features)
     mask = torch.zeros(features)
     mask[: features // 2] = 1
     return mask
@@ -40,8 +38,8 @@ def half_mask(features: int) -> Tensor:
 
 def alternating_mask(features: int, parity: int = 0) -> Tensor:
     """``[features]`` mask: ``mask[i] = 1`` exactly where ``i % 2 == parity`` (the even or the odd features)."""
-    _expect_at_least_two("alternating_mask", "features", features)
-    _expect_parity("alternating_mask", parity)
+    expect_at_least_two("alternating_mask", "features", features)
+    expect_parity("alternating_mask", parity)
     return (torch.arange(features) % 2 == parity).float()
 
 
@@ -52,7 +50,7 @@ def checkerboard_mask(height: int, width: int, parity: int = 0) -> Tensor:
     """
     if height < 1 or width < 1:
         raise ValueError(f"checkerboard_mask needs a positive height and width, got {height} x {width}")
-    _expect_parity("checkerboard_mask", parity)
+    expect_parity("checkerboard_mask", parity)
     rows, columns = torch.arange(height).reshape(-1, 1), torch.arange(width).reshape(1, -1)
     return ((rows + columns) % 2 == parity).float()
 
@@ -62,20 +60,10 @@ def channel_mask(channels: int, parity: int = 0) -> Tensor:
 
     RealNVP's channel-wise mask, used after a squeeze; it broadcasts against ``[B, channels, H, W]``.
     """
-    _expect_at_least_two("channel_mask", "channels", channels)
-    _expect_parity("channel_mask", parity)
+    expect_at_least_two("channel_mask", "channels", channels)
+    expect_parity("channel_mask", parity)
     mask = half_mask(channels)
     return (mask if parity == 0 else 1 - mask).reshape(channels, 1, 1)
-
-
-def _expect_at_least_two(function: str, name: str, value: int) -> None:
-    if value < 2:
-        raise ValueError(f"{function} needs at least 2 {name} (one part to keep, one to transform), got {value}")
-
-
-def _expect_parity(function: str, parity: int) -> None:
-    if parity not in (0, 1):
-        raise ValueError(f"{function} takes parity 0 or 1, got {parity!r}")
 
 
 # ---------------------------------------------------------------------------- coupling layers
@@ -197,13 +185,23 @@ class AffineCoupling(Coupling):
 
     def __init__(self, mask: Tensor, conditioner: nn.Module, scale_bound: float = 3.0) -> None:
         super().__init__(mask, conditioner)
-        if not (scale_bound > 0 and math.isfinite(scale_bound)):
-            raise ValueError(f"AffineCoupling needs a positive, finite scale_bound, got {scale_bound}")
+        expect_scale_bound(type(self).__name__, scale_bound)
         self.scale_bound = float(scale_bound)
 
     def log_scale_and_shift(self, conditioner_output: Tensor) -> tuple[Tensor, Tensor]:
-        raw_log_scale, shift = conditioner_output.chunk(2, dim=1)
-        return self.scale_bound * torch.tanh(raw_log_scale / self.scale_bound), shift
+        return affine_log_scale_and_shift(conditioner_output, self.scale_bound)
+
+
+def affine_log_scale_and_shift(conditioner_output: Tensor, scale_bound: float) -> tuple[Tensor, Tensor]:
+    """RealNVP's ``(s, t)`` from a conditioner output ``[raw_s, t]`` stacked along dimension 1.
+
+    ``s = scale_bound * tanh(raw_s / scale_bound)``: ``|s| < scale_bound``, and ``s ~ raw_s`` for
+    small values. ``[B, 2 k, ...]`` in, two ``[B, k, ...]`` out. Shared by :class:`AffineCoupling`
+    and :class:`~course_pkg.flows.split_coupling.SplitAffineCoupling`. (tanh, not the equal
+    ``2 sigmoid(2 y) - 1``, which loses the precision of small ``s`` for large bounds.)
+    """
+    raw_log_scale, shift = conditioner_output.chunk(2, dim=1)
+    return scale_bound * torch.tanh(raw_log_scale / scale_bound), shift
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:

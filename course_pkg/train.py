@@ -10,13 +10,22 @@ includes the dequantization correction, so that figure is the papers' bits per d
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import trange
+from tqdm.std import tqdm
 
 from course_pkg.devices import default_device
+
+if TYPE_CHECKING:
+    from IPython.display import DisplayHandle
+
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+"""tqdm's bar without its rate, so that it fits the width of a book page:
+``training: 100%|##########| 250/250 [01:18<00:00, loss=1851, bpd=3.405]``."""
 
 
 def train(
@@ -39,9 +48,10 @@ def train(
 
     ``device`` defaults to :func:`~course_pkg.devices.default_device` (the GPU where there is one);
     the model is moved there (in place, as ``Module.to`` does), and each batch too. Before each
-    step the gradient's global norm is clipped to ``max_grad_norm``. With ``progress``, a progress
-    bar shows the loss in nats and in bits per dimension; nothing else is printed. A loss that is
-    not finite stops training with ``FloatingPointError``, naming the step.
+    step the gradient's global norm is clipped to ``max_grad_norm``. With ``progress``, a text
+    progress bar shows the loss in nats and in bits per dimension (see :func:`progress_bar`);
+    nothing else is printed. A loss that is not finite stops training with ``FloatingPointError``,
+    naming the step.
     """
     if steps < 1:
         raise ValueError(f"train needs steps >= 1, got {steps}")
@@ -51,7 +61,7 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     batches = _batches(data, batch_size)
     losses: list[float] = []
-    bar = trange(steps, disable=not progress, desc="training")
+    bar = progress_bar(steps, "training", enabled=progress)
     for step in bar:
         x = next(batches).to(device)
         loss = -model.log_prob(x).mean()
@@ -63,8 +73,49 @@ def train(
         optimizer.step()
         losses.append(loss.item())
         bits_per_dim = losses[-1] / (math.prod(x.shape[1:]) * math.log(2))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", bpd=f"{bits_per_dim:.3f}", refresh=False)
+        bar.set_postfix({"loss": f"{losses[-1]:.4g}", "bpd": f"{bits_per_dim:.3f}"}, refresh=False)
     return losses
+
+
+def progress_bar(steps: int, description: str, enabled: bool = True) -> tqdm:
+    """tqdm's text bar over ``range(steps)``: on stderr, or in a Jupyter kernel as one output rewritten in place.
+
+    In a terminal each refresh rewrites the line after a carriage return. A Jupyter kernel gets no
+    widget (its JavaScript would have to come from the network) and no stream of carriage-return
+    updates (a static page would show every one of them): the bar is one display output, and each
+    refresh replaces its text. A live notebook shows it moving; a notebook executed for the book
+    keeps only its last state, one line in the format :data:`BAR_FORMAT`.
+    """
+    file = _KernelLine() if enabled and _in_jupyter_kernel() else sys.stderr
+    return tqdm(range(steps), desc=description, disable=not enabled, file=file, bar_format=BAR_FORMAT)
+
+
+class _KernelLine:
+    """A file for tqdm in a Jupyter kernel: each write's last line (after its carriage return) replaces one output."""
+
+    def __init__(self) -> None:
+        self._handle: DisplayHandle | None = None
+
+    def write(self, text: str) -> int:
+        line = text.rsplit("\r", 1)[-1].rstrip()
+        if line:
+            from IPython.display import display  # present wherever a kernel runs
+
+            content = {"text/plain": line}
+            if self._handle is None:
+                self._handle = display(content, raw=True, display_id=True)
+            else:
+                self._handle.update(content, raw=True)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to flush: each write is sent at once."""
+
+
+def _in_jupyter_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (a notebook, or the book's execution) rather than a terminal."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython.get_ipython(), "kernel", None) is not None
 
 
 def _batches(data: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:

@@ -66,3 +66,12 @@ def test_site_holds_no_solution_and_no_hidden_check(site):
             assert marker not in content, f"{path.relative_to(site)} contains {marker!r}"
         leaked = [line for line in secrets if line in content]
         assert leaked == [], f"{path.relative_to(site)} contains solution or hidden-check text: {leaked[:2]}"
+
+
+def test_chapter_3_shows_the_final_state_of_its_training_bar_once(site):
+    """The MNIST training cell leaves one line, the finished bar: no wall of updates, no widget."""
+    html = (site / "book" / "ch03_coupling.html").read_text()
+    bars = re.findall(r"training: +\d+%\|[^\n]*?\]", unescape(html))
+    assert len(bars) == 1, f"expected the one final bar line, found {len(bars)}: {bars[:3]}"
+    assert re.fullmatch(r"training: 100%\|#{10}\| 250/250 \[\d\d:\d\d<00:00, loss=\S+, bpd=\d\.\d{3}\]", bars[0])
+    assert "widget-view" not in html

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
+import nbformat
 import pytest
 import torch
 from helpers import single_threaded  # noqa: F401  (a fixture, used through pytestmark)
+from nbclient import NotebookClient
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -50,14 +53,65 @@ def test_an_iterator_that_runs_out_is_reported(moons: Tensor) -> None:
         train(RealNVP(2, num_layers=2, hidden_features=8), batches, steps=3, device="cpu", progress=False)
 
 
-def test_nothing_is_printed_without_progress_and_the_bar_shows_bits_per_dim(
-    moons: Tensor, capsys: pytest.CaptureFixture[str]
-) -> None:
+def final_bar(steps: int, bar: str = "[^|]+") -> str:
+    """The pattern of the bar's last state: all steps done, elapsed time, the last loss and bits/dim, no rate."""
+    return rf"training: 100%\|{bar}\| {steps}/{steps} \[\d\d:\d\d<00:00, loss=\S+, bpd=-?\d+\.\d{{3}}\]"
+
+
+def visible_lines(text: str) -> list[str]:
+    """What a terminal leaves on screen: each line's text after its last carriage return, blank lines dropped."""
+    return [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n") if line.rsplit("\r", 1)[-1].strip()]
+
+
+def test_nothing_is_printed_without_progress(moons: Tensor, capsys: pytest.CaptureFixture[str]) -> None:
     train(RealNVP(2, num_layers=2, hidden_features=8), moons, steps=3, device="cpu", progress=False)
     assert capsys.readouterr() == ("", "")
-    train(RealNVP(2, num_layers=2, hidden_features=8), moons, steps=3, device="cpu", progress=True)
+
+
+def test_the_bar_rewrites_one_line_on_stderr_with_the_loss_and_bits_per_dim(
+    moons: Tensor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train(RealNVP(2, num_layers=2, hidden_features=8), moons, steps=30, device="cpu", progress=True)
     captured = capsys.readouterr()
-    assert captured.out == "" and "bpd=" in captured.err and "loss=" in captured.err
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), "the bar ends its one line when it closes"
+    [line] = visible_lines(captured.err)
+    assert re.fullmatch(final_bar(30), line), line
+
+
+class RecordingClient(NotebookClient):
+    """Executes a notebook as the book's build does, and records the type of every message the kernel sends."""
+
+    def __init__(self, notebook: nbformat.NotebookNode, **options: object) -> None:
+        super().__init__(notebook, **options)
+        self.message_types: list[str] = []
+
+    def process_message(self, msg: dict, cell: nbformat.NotebookNode, cell_index: int) -> nbformat.NotebookNode | None:
+        self.message_types.append(msg["msg_type"])
+        return super().process_message(msg, cell, cell_index)
+
+
+def test_in_a_jupyter_kernel_the_bar_is_one_output_updated_in_place_whose_last_state_stays() -> None:
+    """A live notebook sees the bar's output updated in place; the executed notebook keeps its final line only."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "from course_pkg.data import toy_data\n"
+        "from course_pkg.models import RealNVP\n"
+        "from course_pkg.train import train\n"
+        "model = RealNVP(2, num_layers=2, hidden_features=8)\n"
+        "losses = train(model, toy_data('two_moons', 256, seed=0), steps=200, device='cpu', progress=True)"
+    )]
+    client = RecordingClient(notebook, timeout=120, kernel_name="python3")
+    client.execute()
+    assert client.message_types.count("display_data") == 1 and "update_display_data" in client.message_types
+    assert "stream" not in client.message_types, "no carriage-return stream for a static page to show"
+    outputs = notebook.cells[0].outputs
+    assert [output.output_type for output in outputs] == ["display_data"], outputs
+    assert set(outputs[0].data) == {"text/plain"}, "a plain-text bar: no widget, no JavaScript"
+    bar = outputs[0].data["text/plain"]
+    assert re.fullmatch(final_bar(200, bar="#{10}"), bar), bar
 
 
 def test_every_step_clips_the_gradient_norm(moons: Tensor, monkeypatch: pytest.MonkeyPatch) -> None:

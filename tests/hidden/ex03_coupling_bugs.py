@@ -216,6 +216,33 @@ BUGS = {
         frozenset({"affine_gradients_reach_every_parameter"}),
         False,
     ),
+    "additive_subclasses_course_pkg": Bug(
+        "AdditiveCoupling",
+        # Hands the work to the reference layer: refused by every check that runs it.
+        """
+from course_pkg.flows import AdditiveCoupling as ReferenceCoupling
+from course_pkg.nets import MLP
+
+
+class AdditiveCoupling(ReferenceCoupling):
+    def __init__(self, mask, hidden_features):
+        super().__init__(mask, MLP(mask.numel(), mask.numel(), hidden_features))
+""",
+        frozenset({"additive_log_det_matches_numerical_jacobian", "additive_inverse_and_its_log_det",
+                   "additive_masked_features_pass_and_jacobian_is_triangular",
+                   "additive_shapes_dtypes_and_independence", "additive_gradients_reach_every_parameter"}),
+        False,
+    ),
+    "affine_borrows_course_pkgs_scale_clip": Bug(
+        "AffineCoupling",
+        # Right in every number, but the bounded scale comes from course_pkg's own helper.
+        _affine(log_scale="__import__('course_pkg.flows.coupling', fromlist=['coupling'])"
+                          ".affine_log_scale_and_shift(torch.cat([raw_log_scale, shift], dim=1), self.scale_bound)[0]"),
+        frozenset({"affine_log_det_matches_numerical_jacobian", "affine_inverse_and_its_log_det",
+                   "affine_masked_features_pass_and_jacobian_is_triangular", "affine_shapes_dtypes_and_independence",
+                   "affine_gradients_reach_every_parameter", "affine_scale_is_bounded"}),
+        False,
+    ),
 }
 
 # One bug per target: the "buggy student" of the grading-pipeline test.

@@ -54,6 +54,14 @@ def test_chapters_show_figures_and_outputs_and_no_errors(site, name):
         assert error not in page_text(site / f"{name}.html"), f"{name} shows an error output: {error}"
 
 
+@pytest.mark.parametrize("name", toc_files())
+def test_headings_and_navigation_are_numbered_once(site, name):
+    """The table of contents numbers the chapters; a title that carries its own number shows "3. 3. ..."."""
+    html = (site / f"{name}.html").read_text()
+    doubled = re.findall(r'section-number">(\d+)\. </span>\1\. ', html) + re.findall(r'>\s*(\d+)\. \1\. [A-Z]', html)
+    assert doubled == [], f"{name} numbers a chapter twice"
+
+
 def test_site_holds_no_solution_and_no_hidden_check(site):
     published = [p for p in site.rglob("*") if p.is_file() and p.suffix in {".html", ".txt", ".js", ".md", ".ipynb", ".py"}]
     assert any(p.name == "searchindex.js" for p in published)

@@ -119,17 +119,17 @@ def autograde(course: Path, db_url: str, environment: dict, assignment: str, stu
     from nbgrader.apps.nbgraderapp import NbGraderApp
     from jupyter_core.application import NoStart
 
-    app = NbGraderApp()
+    status = 0
     try:
+        app = NbGraderApp()
         app.initialize(["autograde", assignment, "--student", student, "--force", f"--CourseDirectory.db_url={db_url}"])
         app.start()
     except NoStart:  # how nbgrader's app says that its sub-command finished
         pass
     except SystemExit as exit:
-        sys.stdout.flush()
-        os._exit(exit.code if isinstance(exit.code, int) else 1)
+        status = exit.code if isinstance(exit.code, int) else 1
     sys.stdout.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 def grade_student(course: Path, db_url: str, assignment: str, student: str, timeout: float) -> dict:

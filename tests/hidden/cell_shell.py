@@ -47,7 +47,7 @@ class CellShell(InteractiveShell):
     def create(cls) -> CellShell:
         config = Config()
         config.HistoryManager.enabled = False  # no SQLite file, no thread (the shell is forked)
-        shell = cls.instance(config=config, displayhook_class=_RecordingDisplayHook, colors="NoColor")
+        shell = cls.instance(config=config, displayhook_class=_RecordingDisplayHook, colors="nocolor")
         shell.recorded = []
         os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
         return shell

@@ -53,6 +53,7 @@ from cell_shell import CellShell  # noqa: E402
 
 TIME_LIMIT_SECONDS = grader.TIME_LIMIT_SECONDS
 MEMORY_LIMIT_BYTES = 6 * 1024**3
+GRADER_FAILED = 70  # the exit status of a child in which the grader itself failed (EX_SOFTWARE)
 OUTPUT_LIMIT_CHARACTERS = 4000
 HIDDEN_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("*.py")
                         if p.stem.startswith(("ex", "check_helpers")) and not p.stem.endswith("_bugs"))
@@ -149,6 +150,8 @@ def child(request: dict, clean: list[dict], report_fd: int) -> None:
                       "message": f"your code replaced {', '.join(changed[:3])} while being checked; "
                                  "the check does not count"}
     except BaseException:
+        if request["kind"] == "cells":  # a check's report would be read as a cell's outputs: end without one
+            os._exit(GRADER_FAILED)
         result = {"passed": False, "message": "the grader failed: " + traceback.format_exc(limit=1)[-300:]}
     with os.fdopen(report_fd, "w") as report:
         report.write(json.dumps(result) + "\n")
@@ -159,7 +162,7 @@ def report_cell_outputs(cells: list[str], report_fd: int) -> None:
     """Runs in the forked process for a "cells" request: one JSON line of outputs per cell, as each finishes."""
     with os.fdopen(report_fd, "w") as report:
         for source in cells:
-            report.write(json.dumps(SHELL.run(source)) + "\n")
+            report.write(json.dumps(SHELL.run(source), default=str) + "\n")  # str: odd display metadata
             report.flush()
     os._exit(0)
 
@@ -174,16 +177,16 @@ def serve_one(request: dict, clean: list[dict]) -> dict:
     os.close(write_fd)
     time_limit = request.get("time_limit", TIME_LIMIT_SECONDS)
     report, stopped = read_report(pid, read_fd, time_limit + 5)
-    cell_outputs = [json.loads(line) for line in report.split(b"\n")[:-1]]  # a crash may cut the last line
-    finished = len(cell_outputs) == len(request["cells"]) if request["kind"] == "cells" else bool(report)
+    lines = [json.loads(line) for line in report.split(b"\n")[:-1]]  # a crash may cut the last line
+    finished = len(lines) == len(request["cells"]) if request["kind"] == "cells" else bool(lines)
     if finished and not stopped:
-        return {"outputs": cell_outputs, "stopped": None} if request["kind"] == "cells" else cell_outputs[0]
+        return {"outputs": lines, "stopped": None} if request["kind"] == "cells" else lines[0]
     if stopped == "timeout":
         message = f"took longer than {time_limit:g} s and was stopped"
     else:
         message = f"crashed: the process running your code {stopped or 'exited before it finished'}"
     if request["kind"] == "cells":
-        return {"outputs": cell_outputs, "stopped": message}
+        return {"outputs": lines, "stopped": message}
     return {"passed": False, "timeout" if stopped == "timeout" else "crashed": True, "message": message}
 
 

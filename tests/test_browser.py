@@ -33,14 +33,6 @@ CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable
                  "--disable-component-update", "--disable-sync"]
 # Playwright adds --headless, --no-sandbox (chromium_sandbox=False) and a fresh --user-data-dir.
 
-# The one console error let through, matched exactly. sphinx-thebe 0.3.1 (an extension Jupyter
-# Book 1 always loads) registers the inline script `const THEBE_JS_URL = ...; ...` after the HTML
-# builder has started, and Sphinx 7.4 then writes that script into every page twice (once from
-# the builder, once from its registry, as filename None and ''), so the second copy throws this
-# SyntaxError. It is harmless: the first copy defines the same constants, and they serve only
-# thebe's live-code button, which this book does not show. Nothing else is filtered.
-KNOWN_ERRORS = {"uncaught: Identifier 'THEBE_JS_URL' has already been declared"}
-
 
 def toc_pages() -> list[str]:
     """Every file of _toc.yml (root, chapters, parts and sections), as `book/ch01_...`."""
@@ -207,8 +199,7 @@ def new_page(browser, base: str, visit: Visit):
     page = context.new_page()
     page.on("console", lambda msg: msg.type == "error" and visit.errors.append(
         f"console: {msg.text} ({msg.location.get('url', '')})"))
-    page.on("pageerror", lambda exc: f"uncaught: {exc}" not in KNOWN_ERRORS and visit.errors.append(
-        f"uncaught: {exc}"))
+    page.on("pageerror", lambda exc: visit.errors.append(f"uncaught: {exc}"))
     page.on("requestfailed", lambda req: req.url.startswith(base) and visit.errors.append(
         f"failed: {req.url} ({req.failure})"))
     page.on("response", lambda resp: resp.status >= 400 and visit.errors.append(

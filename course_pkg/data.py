@@ -131,6 +131,7 @@ def load_mnist(split: str = "test", root: str | os.PathLike | None = None, downl
 
     Missing files are downloaded and checked against the published MD5 sums when ``download``;
     a file that is still missing raises ``FileNotFoundError`` naming the folder that was searched.
+    A file whose download failed is not tried again in the same process.
     """
     if split not in _SPLIT_PREFIX:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -144,19 +145,28 @@ def load_mnist(split: str = "test", root: str | os.PathLike | None = None, downl
     return MNIST(images.unsqueeze(1), labels.long())
 
 
+_FAILED_DOWNLOADS: dict[Path, str] = {}
+"""Why each file that could not be downloaded failed: tried once per process, not on every call
+(without a network each try can wait for the mirrors' timeouts). Restart Python to try again."""
+
+
 def _fetch(folder: Path, name: str, download: bool) -> Path:
     path = folder / name
     if path.exists():
         return path
-    errors = []
-    if download:
+    if not download:
+        reason = "downloading was switched off"
+    elif path in _FAILED_DOWNLOADS:
+        reason = f"{_FAILED_DOWNLOADS[path]}; not tried again in this process"
+    else:
+        errors = []
         for mirror in MNIST_MIRRORS:
             try:
                 _download(mirror + name, path)
                 return path
             except OSError as error:  # no network, a mirror down, or a bad checksum
                 errors.append(f"{mirror}: {error}")
-    reason = "; ".join(errors) if errors else "downloading was switched off"
+        reason = _FAILED_DOWNLOADS[path] = "; ".join(errors)
     raise FileNotFoundError(
         f"MNIST file {name} is not in {folder} ({reason}). Put the official IDX files there, or set "
         f"COURSE_PKG_DATA to a folder that has them in its mnist/ subfolder."

@@ -86,6 +86,23 @@ def test_download_refuses_a_file_with_the_wrong_checksum(tmp_path, monkeypatch):
     assert list(tmp_path.rglob("*.gz")) == []
 
 
+def test_a_failed_download_is_not_tried_again_in_the_same_process(tmp_path, monkeypatch):
+    tries = []
+
+    def unreachable(url, timeout):
+        tries.append(url)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", unreachable)
+    monkeypatch.setenv("COURSE_PKG_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="network unreachable"):
+        load_mnist("train")
+    assert len(tries) == len(data.MNIST_MIRRORS), "the first call tries every mirror"
+    with pytest.raises(FileNotFoundError, match="network unreachable; not tried again in this process"):
+        load_mnist("train")
+    assert len(tries) == len(data.MNIST_MIRRORS), "the second call tries none"
+
+
 def test_download_stores_a_verified_file(tmp_path, monkeypatch):
     payload = b"pretend IDX payload"
     monkeypatch.setitem(data.MNIST_FILES, "t10k-labels-idx1-ubyte.gz", hashlib.md5(payload).hexdigest())

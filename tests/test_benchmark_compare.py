@@ -53,3 +53,16 @@ def test_other_libraries_are_imported_only_when_asked_for(compare: ModuleType) -
     before = set(sys.modules)
     compare.available(["course_pkg"])
     assert not {name for name in set(sys.modules) - before if name.split(".")[0] in ("zuko", "nflows", "normflows")}
+
+
+def test_ratios_compare_with_the_fastest_other_overall_and_round_by_round(compare: ModuleType, capsys) -> None:
+    def timing(*round_medians: float) -> object:
+        return compare.Timing(times=list(round_medians), round_medians=list(round_medians))
+
+    column = {"course_pkg": timing(1.0, 2.0, 1.5), "slow": timing(3.0, 3.0, 3.0), "fast": timing(1.25, 1.6, 1.5)}
+    ratio = compare.print_timings("title", {1: column})[1]
+    assert ratio.against == "fast"
+    assert ratio.value == pytest.approx(1.5 / 1.5)
+    assert ratio.per_round == pytest.approx([0.8, 1.25, 1.0])
+    assert ratio.describe() == "1.000 against fast; per round 0.80 to 1.25, at most 1.0 in 2 of 3"
+    assert "1.000 (vs fast)" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import check_server
@@ -44,3 +46,13 @@ def test_a_failure_of_the_grader_is_never_read_as_a_cells_outputs(serve, tmp_pat
     result = serve(["print('never runs')"], cwd=str(tmp_path / "missing"))
     assert result["outputs"] == []
     assert result["stopped"] == f"crashed: the process running your code exited with code {check_server.GRADER_FAILED}"
+
+
+def test_a_process_the_cells_leave_behind_does_not_hold_the_report_back(serve):
+    """A forked process inherits the report pipe; the cells' outputs come when the last cell ends, not at its exit."""
+    linger = "import os, time\nif os.fork() == 0:\n    time.sleep(20)\n    os._exit(0)"
+    started = time.monotonic()
+    result = serve([linger, "print('after')"], time_limit=5)
+    assert result["stopped"] is None
+    assert result["outputs"][1] == [{"output_type": "stream", "name": "stdout", "text": "after\n"}]
+    assert time.monotonic() - started < 5, "the report waited for the process left behind"

@@ -176,10 +176,10 @@ def serve_one(request: dict, clean: list[dict]) -> dict:
         child(request, clean, write_fd)
     os.close(write_fd)
     time_limit = request.get("time_limit", TIME_LIMIT_SECONDS)
-    report, stopped = read_report(pid, read_fd, time_limit + 5)
+    expected = len(request["cells"]) if request["kind"] == "cells" else 1
+    report, stopped = read_report(pid, read_fd, time_limit + 5, expected)
     lines = [json.loads(line) for line in report.split(b"\n")[:-1]]  # a crash may cut the last line
-    finished = len(lines) == len(request["cells"]) if request["kind"] == "cells" else bool(lines)
-    if finished and not stopped:
+    if len(lines) == expected:  # a complete report stands, whatever the process did after it
         return {"outputs": lines, "stopped": None} if request["kind"] == "cells" else lines[0]
     if stopped == "timeout":
         message = f"took longer than {time_limit:g} s and was stopped"
@@ -190,12 +190,16 @@ def serve_one(request: dict, clean: list[dict]) -> dict:
     return {"passed": False, "timeout" if stopped == "timeout" else "crashed": True, "message": message}
 
 
-def read_report(pid: int, read_fd: int, seconds: float) -> tuple[bytes, str | None]:
-    """What the child wrote before it ended, and ``None``, or "timeout", or how it crashed; reaps the child."""
+def read_report(pid: int, read_fd: int, seconds: float, lines: int) -> tuple[bytes, str | None]:
+    """What the child wrote before it ended, and ``None``, or "timeout", or how it crashed; reaps the child.
+
+    Reading stops at the end of the pipe or once ``lines`` whole lines have come: a process that the
+    student's code forked holds the pipe open, and it must not hold the report back.
+    """
     deadline = time.monotonic() + seconds
     chunks = []
     with os.fdopen(read_fd, "rb") as pipe:
-        while True:
+        while sum(chunk.count(b"\n") for chunk in chunks) < lines:
             ready, _, _ = select.select([pipe], [], [], max(deadline - time.monotonic(), 0))
             if not ready:
                 os.kill(pid, signal.SIGKILL)

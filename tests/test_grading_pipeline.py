@@ -129,11 +129,14 @@ def test_each_bug_costs_exactly_the_points_of_the_checks_it_breaks(graded, assig
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_feedback_names_failed_checks_without_their_code(graded, assignment):
     run_nbgrader(graded, "generate_feedback", assignment)
-    html = (graded / "feedback" / "buggy" / assignment / f"{assignment}.html").read_text()
-    text = unescape(re.sub(r"<[^>]+>", "", html))
-    assert "FAILED" in text and "expected" in text
-    leaked = [line for line in hidden_check_lines(assignment) if line in text]
-    assert leaked == [], f"hidden-check code reached the feedback: {leaked[:3]}"
+    pages = {student: graded / "feedback" / student / assignment / f"{assignment}.html"
+             for student in ("reference", "blank", "buggy")}
+    texts = {student: unescape(re.sub(r"<[^>]+>", "", page.read_text())) for student, page in pages.items()}
+    assert "FAILED" in texts["buggy"] and "expected" in texts["buggy"]
+    # Not even the reference student, whose submitted notebook holds the hidden checks, sees their code.
+    for student, text in texts.items():
+        leaked = [line for line in hidden_check_lines(assignment) if line in text]
+        assert leaked == [], f"hidden-check code reached {student}'s feedback: {leaked[:3]}"
     # Neither the untouched release nor a wrong solution sees any solution or hidden-check text.
     import student_edition
 

@@ -1,7 +1,9 @@
 """nbgrader configuration for the course: run nbgrader commands from the repository root."""
 
+import logging
 import os
 import sys
+import warnings
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
@@ -11,7 +13,6 @@ from nbgrader.preprocessors import (
     DeduplicateIds,
     IgnorePattern,
     LimitOutput,
-    OverwriteCells,
     OverwriteKernelspec,
     SaveAutoGrades,
 )
@@ -30,7 +31,8 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(course_root, "gradebook.d
 # inherit it); under autograde every check cell is graded outside the student's process instead.
 os.environ["COURSE_GRADING_ROOT"] = course_root
 sys.path.insert(0, os.path.join(course_root, "tests", "hidden"))
-from outside_kernel import ForgetDuplicatedCells, GradeOutsideKernel  # noqa: E402
+from outside_kernel import ForgetDuplicatedCells, GradeOutsideKernel, RestoreHiddenTests  # noqa: E402
+from sqlalchemy.exc import SAWarning  # noqa: E402
 
 # A student who deletes, edits or duplicates a check cell gets it back as the instructor wrote it.
 c.Autograde.sanitize_preprocessors = [
@@ -38,10 +40,18 @@ c.Autograde.sanitize_preprocessors = [
     DeduplicateIds,
     ForgetDuplicatedCells,
     OverwriteKernelspec,
-    OverwriteCells,
+    RestoreHiddenTests,
     CheckCellMetadata,
 ]
-c.OverwriteCells.add_missing_cells = True
+c.RestoreHiddenTests.add_missing_cells = True
+
+# nbgrader's Gradebook.add_submission builds a submission's notebooks and grades attached to the
+# new submission and adds the submission to the session only after the loop; with SQLAlchemy 2
+# (no cascade along backrefs) the autoflush that the loop triggers warns that these objects are
+# "not in session". They are added, with everything attached, right after, so nothing is lost:
+# the warning is harmless and is silenced exactly, the first autograde of every student printed it.
+warnings.filterwarnings("ignore", category=SAWarning,
+                        message=r"Object of type <Submitted(Assignment|Notebook)> not in session")
 
 c.Autograde.autograde_preprocessors = [
     # In place of nbgrader's Execute (no kernel is started): the student's cells, then every check
@@ -63,3 +73,19 @@ c.GradeOutsideKernel.timeout = 120  # seconds for all the student's own cells
 # alice--ex01_change_of_variables.ipynb; the folders around it do not matter. A file whose name does not
 # match (a readme, a macOS "._" copy) is skipped with a warning. See the instructor's guide.
 c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[A-Za-z0-9][\w.@+-]*?)--(?P<file_id>\w+\.ipynb)$"
+
+
+class ForcedRemovalIsInformation(logging.Filter):
+    """``--force`` logs "Removing existing assignment/notebook" as a warning although it was asked
+    for: ``exercises/`` is committed, so the README's first command regenerates it (to the same
+    bytes) with ``--force``, and autograde and feedback use ``--force`` to grade again. Logged as
+    information instead, so that a warning in the log always means something to look at."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.getMessage().startswith("Removing existing "):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+for app in ("GenerateAssignmentApp", "AutogradeApp", "GenerateFeedbackApp"):
+    logging.getLogger(app).addFilter(ForcedRemovalIsInformation())

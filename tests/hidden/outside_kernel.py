@@ -30,7 +30,8 @@ from pathlib import Path
 
 from nbformat import NotebookNode, from_dict
 from nbformat.v4 import new_output
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
+from nbgrader.api import MissingEntry
 from traitlets import Float
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +57,38 @@ class ForgetDuplicatedCells(NbGraderPreprocessor):
         if cell.metadata.get("nbgrader") == {}:
             del cell.metadata["nbgrader"]
         return cell, resources
+
+
+class RestoreHiddenTests(OverwriteCells):
+    """nbgrader's ``OverwriteCells``, quiet about the one change every submission makes.
+
+    A check cell's hidden part is cut out of the release, so in every submitted notebook the cell's
+    source differs from the gradebook's, and ``OverwriteCells`` restores it with a warning,
+    "Attribute 'checksum' for cell hidden_... has changed!", for every hidden cell of every student.
+    Here a locked cell that is exactly its released form gets its hidden part back first, silently;
+    a locked cell the student really edited is still restored with nbgrader's warning.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id is not None and cell.metadata["nbgrader"].get("locked"):
+            source_cell = self._source_cell(grade_id)
+            if source_cell is not None and cell.source == released_source(source_cell.source):
+                cell.source = source_cell.source
+        return super().preprocess_cell(cell, resources, cell_index)
+
+    def _source_cell(self, grade_id: str):
+        try:
+            return self.gradebook.find_source_cell(grade_id, self.notebook_id, self.assignment_id)
+        except MissingEntry:
+            return None
+
+
+def released_source(source: str) -> str:
+    """A cell's source as ``nbgrader generate_assignment`` releases it: without its hidden tests."""
+    cell = NotebookNode(cell_type="code", source=source, metadata={})
+    ClearHiddenTests()._remove_hidden_test_region(cell)
+    return cell.source
 
 
 class CheckServer:

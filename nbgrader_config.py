@@ -2,7 +2,6 @@
 
 import logging
 import os
-import sys
 import warnings
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor
@@ -26,12 +25,11 @@ c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(course_root, "gradebook.db")
 
-# The hidden checks are instructor-only and live in tests/hidden. The hidden part of each check
-# cell imports them through this variable when a source notebook is run by hand (the kernels
-# inherit it); under autograde every check cell is graded outside the student's process instead.
+# The hidden checks are instructor-only: the package course_grading (tests/hidden, installed by
+# requirements.txt). The hidden part of each check cell imports its grader; this variable names the
+# course whose checks it grades (the kernels of source notebooks run by hand inherit it).
 os.environ["COURSE_GRADING_ROOT"] = course_root
-sys.path.insert(0, os.path.join(course_root, "tests", "hidden"))
-from outside_kernel import ForgetDuplicatedCells, GradeOutsideKernel, RestoreHiddenTests  # noqa: E402
+from course_grading.engine.outside_kernel import ForgetDuplicatedCells, GradeOutsideKernel, RestoreHiddenTests  # noqa: E402
 from sqlalchemy.exc import SAWarning  # noqa: E402
 
 # A student who deletes, edits or duplicates a check cell gets it back as the instructor wrote it.
@@ -55,7 +53,7 @@ warnings.filterwarnings("ignore", category=SAWarning,
 
 c.Autograde.autograde_preprocessors = [
     # In place of nbgrader's Execute (no kernel is started): the student's cells, then every check
-    # cell, each run in a process of its own forked by the check server (tests/hidden/check_server.py).
+    # cell, each run in a process of its own forked by the check server (tests/hidden/engine/check_server.py).
     GradeOutsideKernel,
     IgnorePattern,
     ClearMetadataPreprocessor,

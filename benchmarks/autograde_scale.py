@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "hidden")]
+sys.path[:0] = [str(ROOT / "tests")]  # the tests' helpers for synthetic submissions
 
 from course_notebooks import (  # noqa: E402
     assignments,
@@ -38,7 +38,7 @@ from course_notebooks import (  # noqa: E402
 def make_submissions(course: Path, assignment: str, count: int) -> dict[str, int]:
     """60% correct, 30% with one bug, 10% broken; returns how many of each."""
     notebook = source_notebook(assignment)
-    bugs = list(importlib.import_module(f"{assignment}_bugs").BUGS.values())
+    bugs = list(importlib.import_module(f"course_grading.bugs.{assignment}").BUGS.values())
     broken = with_solutions_replaced(notebook, {
         target: f"def {target}(*args, **kwargs):\n    raise RuntimeError('broken submission')"
         for target in solution_ids(notebook)})
@@ -57,7 +57,7 @@ def make_submissions(course: Path, assignment: str, count: int) -> dict[str, int
 
 
 def grade(course: Path, assignment: str, workers: int) -> tuple[float, dict]:
-    command = [sys.executable, str(ROOT / "tests" / "hidden" / "batch_grade.py"), assignment,
+    command = [sys.executable, str(ROOT / "tests" / "hidden" / "instructor" / "batch_grade.py"), assignment,
                "--workers", str(workers), "--force"]
     start = time.perf_counter()
     subprocess.run(command, cwd=course, check=True, stdout=subprocess.DEVNULL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import shutil
 import subprocess
 import sys
@@ -12,18 +11,16 @@ from pathlib import Path
 
 import nbformat
 
+from course_grading.course import (  # noqa: F401 (the tests import these from here)
+    HIDDEN_PART,
+    SECRET_MARKERS,
+    assignments,
+    hidden_check_lines,
+    secret_lines,
+    source_notebook,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN_PART = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
-SECRET_REGION = re.compile(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END (?:SOLUTION|HIDDEN TESTS)", re.DOTALL)
-SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "from grader import")
-
-
-def assignments() -> list[str]:
-    return sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
-
-
-def source_notebook(assignment: str, root: Path = ROOT) -> nbformat.NotebookNode:
-    return nbformat.read(root / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
 
 
 def nbgrader_role(cell) -> dict:
@@ -65,32 +62,12 @@ def visible_check_passes(assignment: str, check_id: str, namespace: dict) -> boo
     return True
 
 
-def _distinctive(lines: list[str], min_length: int) -> list[str]:
-    """Lines long enough to be telling, other than imports and lines the public package has too."""
-    public = {line.strip() for path in (ROOT / "course_pkg").rglob("*.py") for line in path.read_text().splitlines()}
-    return [line for line in (raw.strip() for raw in lines)
-            if len(line) >= min_length and not line.startswith(("import ", "from ", "#", '"""', "@"))
-            and line not in public]
-
-
-def secret_lines(assignment: str) -> list[str]:
-    """Distinctive lines of the solution regions and hidden parts of an assignment's source notebook."""
-    source = "\n".join(cell.source for cell in source_notebook(assignment).cells)
-    return _distinctive([line for region in SECRET_REGION.findall(source) for line in region.splitlines()], 13)
-
-
-def hidden_check_lines(assignment: str) -> list[str]:
-    """Distinctive code lines of an assignment's hidden-check module."""
-    source = (ROOT / "tests" / "hidden" / f"{assignment}.py").read_text()
-    return [line for line in _distinctive(source.splitlines(), 31) if not line.startswith("def ")]
-
-
 def copy_course(destination: Path, assignments_to_generate: list[str]) -> Path:
     """A copy of the instructor's course (config, solutions, hidden checks) with the assignments generated."""
     shutil.copy(ROOT / "nbgrader_config.py", destination)
     shutil.copytree(ROOT / "solutions", destination / "solutions")
     shutil.copytree(ROOT / "tests" / "hidden", destination / "tests" / "hidden",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for assignment in assignments_to_generate:
         run_nbgrader(destination, "generate_assignment", assignment, "--force")
     return destination

@@ -18,7 +18,7 @@ from course_notebooks import ROOT, copy_course, nbgrader_role, source_notebook, 
 
 pytestmark = pytest.mark.slow
 ASSIGNMENT = "ex01_change_of_variables"
-COMMAND = [sys.executable, str(ROOT / "tests" / "hidden" / "batch_grade.py"), ASSIGNMENT]
+COMMAND = [sys.executable, str(ROOT / "tests" / "hidden" / "instructor" / "batch_grade.py"), ASSIGNMENT]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def course():
         os.chmod(scratch, 0o755)  # PostgreSQL runs as its own user when the tests run as root
         course = copy_course(Path(scratch), [])
         notebook = source_notebook(ASSIGNMENT)
-        bugs = importlib.import_module(f"{ASSIGNMENT}_bugs").BUGS
+        bugs = importlib.import_module(f"course_grading.bugs.{ASSIGNMENT}").BUGS
         submit(course, "alice", ASSIGNMENT, notebook)
         submit(course, "bob", ASSIGNMENT, with_solutions_replaced(
             notebook, {"numerical_jacobian": bugs["jacobian_transposed"].source}))
@@ -51,7 +51,7 @@ def test_two_workers_grade_the_class_on_postgres(course):
     assert len([line for line in output.splitlines() if line.startswith("[")]) == 4  # a progress line each
     summary = json.loads((course / "grading" / f"{ASSIGNMENT}.json").read_text())
     assert {s: r["status"] for s, r in summary.items()} == {
-        "alice": "ok", "bob": "ok", "carol": "tampered", "dave": "metadata error"}
+        "alice": "ok", "bob": "ok", "carol": "delegated", "dave": "metadata error"}
     assert (summary["alice"]["score"], summary["alice"]["max_score"]) == (15, 15)
     assert summary["bob"]["score"] == 12  # the transposed Jacobian: visible check and two hidden checks
     assert summary["carol"]["score"] == 3  # delegation refused: only the visible check

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-import check_server
-from cell_shell import CellShell
+from course_grading.engine import check_server
+from course_grading.engine.cell_shell import CellShell
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_release_holds_no_solution_and_no_hidden_check(assignment):
 
 def expected_scores_with_bugs(assignment: str, bug_names: list[str]) -> dict[str, float]:
     """Points per grade cell of a submission carrying the given bugs (one per function)."""
-    bugs = importlib.import_module(f"{assignment}_bugs").BUGS
+    bugs = importlib.import_module(f"course_grading.bugs.{assignment}").BUGS
     import grader
 
     registry = grader.load(assignment)
@@ -94,7 +94,7 @@ def expected_scores_with_bugs(assignment: str, bug_names: list[str]) -> dict[str
 def graded(course) -> Path:
     """Three submissions per assignment, autograded in one run each."""
     for assignment in ASSIGNMENTS:
-        bugs = importlib.import_module(f"{assignment}_bugs")
+        bugs = importlib.import_module(f"course_grading.bugs.{assignment}")
         buggy = with_solutions_replaced(
             source_notebook(assignment, course),
             {bugs.BUGS[name].target: bugs.BUGS[name].source for name in bugs.ONE_BUG_PER_FUNCTION},
@@ -122,7 +122,7 @@ def test_untouched_release_gets_zero(graded, assignment):
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_each_bug_costs_exactly_the_points_of_the_checks_it_breaks(graded, assignment):
-    bugs = importlib.import_module(f"{assignment}_bugs")
+    bugs = importlib.import_module(f"course_grading.bugs.{assignment}")
     assert cell_scores(graded, assignment, "buggy") == expected_scores_with_bugs(assignment, bugs.ONE_BUG_PER_FUNCTION)
 
 
@@ -138,6 +138,6 @@ def test_feedback_names_failed_checks_without_their_code(graded, assignment):
         leaked = [line for line in hidden_check_lines(assignment) if line in text]
         assert leaked == [], f"hidden-check code reached {student}'s feedback: {leaked[:3]}"
     # Neither the untouched release nor a wrong solution sees any solution or hidden-check text.
-    import student_edition
+    from course_grading.instructor import student_edition
 
     assert student_edition.audit([graded / "feedback" / "blank", graded / "feedback" / "buggy"]) == []

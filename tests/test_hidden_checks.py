@@ -8,14 +8,14 @@ import importlib
 import pytest
 import torch
 
-import grader
+from course_grading.engine import grader
 from course_notebooks import assignments, solution_ids, solution_namespace, source_notebook, visible_check_passes
 
 ASSIGNMENTS = assignments()
 
 
 def bugs_of(assignment: str) -> dict:
-    return importlib.import_module(f"{assignment}_bugs").BUGS
+    return importlib.import_module(f"course_grading.bugs.{assignment}").BUGS
 
 
 def failing_checks(assignment: str, target: str, namespace: dict) -> set[str]:

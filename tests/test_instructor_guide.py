@@ -170,7 +170,7 @@ def test_every_text_block_is_a_compared_sample_or_an_installation():
 
 def test_guide_is_public_and_holds_no_secret():
     """The guide is a page of the book: no solution line, hidden-check line or nbgrader marker."""
-    import student_edition
+    from course_grading.instructor import student_edition
 
     text = GUIDE.read_text()
     leaked = [secret for secret in student_edition.secrets() if secret in text]
@@ -205,7 +205,7 @@ def scratch_course(course: Path) -> Path:
         (course / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
 
     notebook = source_notebook(A)
-    bugs = importlib.import_module(f"{A}_bugs")
+    bugs = importlib.import_module(f"course_grading.bugs.{A}")
     buggy = with_solutions_replaced(notebook, {bugs.BUGS[n].target: bugs.BUGS[n].source
                                                for n in bugs.ONE_BUG_PER_FUNCTION})
     archive = course / "downloaded" / A / "archive"
@@ -352,7 +352,7 @@ def after_autograde(course: Path, ran: Ran) -> None:
     for student in ("alice", "bob"):
         assert (course / "autograded" / student / A / f"{A}.ipynb").exists()
     assert scores(course, A) == {"alice": (15, 15), "bob": (7, 15)}
-    bugs = importlib.import_module(f"{A}_bugs")
+    bugs = importlib.import_module(f"course_grading.bugs.{A}")
     assert cell_scores(course, A, "bob") == expected_scores_with_bugs(A, bugs.ONE_BUG_PER_FUNCTION)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from course_notebooks import ROOT, cell_scores, nbgrader_role, source_notebook, submit, with_solutions_replaced
-from ex01_change_of_variables_bugs import BUGS
+from course_grading.bugs.ex01_change_of_variables import BUGS
 
 README = ROOT / "README.md"
 A = "ex01_change_of_variables"

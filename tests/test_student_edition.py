@@ -13,7 +13,7 @@ import pytest
 from course_notebooks import ROOT, secret_lines
 
 pytestmark = pytest.mark.slow
-COMMAND = [sys.executable, str(ROOT / "tests" / "hidden" / "student_edition.py")]
+COMMAND = [sys.executable, str(ROOT / "tests" / "hidden" / "instructor" / "student_edition.py")]
 
 
 @pytest.fixture(scope="module")

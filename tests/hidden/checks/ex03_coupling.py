@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from check_helpers import (
+from course_grading.engine.expectations import (
     DTYPES,
     TOLERANCE,
     expect_close,
@@ -31,7 +31,7 @@ from check_helpers import (
 from course_pkg import nets
 from course_pkg import testing as reference
 from course_pkg.flows import coupling, split_coupling
-from grader import DelegationRefused, Registry
+from course_grading.engine.grader import DelegationRefused, Registry
 
 # Everything of course_pkg's chapter-3 code that a submission could hand the work to.
 REFERENCE_MODULES = (coupling.Coupling, split_coupling.SplitCoupling, nets.MLP, nets.ResNet, nets.ResidualBlock)

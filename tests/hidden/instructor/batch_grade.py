@@ -1,6 +1,6 @@
 """Grade a whole class: one ``nbgrader autograde`` process per student, several at a time.
 
-    python tests/hidden/batch_grade.py ex01_change_of_variables --workers 2
+    python tests/hidden/instructor/batch_grade.py ex01_change_of_variables --workers 2
 
 Run it from the course root. Each student is graded in a process of its own, so one that hangs,
 crashes or breaks its notebook's metadata costs that student only; these processes are forked from
@@ -13,7 +13,9 @@ All students share one check server (``check_server.py --socket``), which import
 checks once and forks a process for each student's cells and for each check.
 
 A progress line is printed per student. ``grading/<assignment>.json`` records each student's
-status (ok, timeout, crashed, tampered, metadata error) and score; a later run on the same
+status (ok, or the worst of delegated, timeout, crashed, tampered, grader failed that a check ended
+with; metadata error or crashed when nbgrader itself failed on the notebook), score, and how every
+check ended (``checks``: per check cell, per check, as the graded notebook records it); a later run on the same
 gradebook skips students already graded whose submission has not changed since (``--force``
 grades everyone again).
 """
@@ -36,12 +38,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from threading import Lock
 
+from course_grading.engine.grader import STATUS_KEY, Status, worst
+
 SQLITE = "sqlite"
 POSTGRES = "postgres"
-# What a check server's report says when a check could not be trusted or did not finish.
-TAMPERED = ("the check does not count", "without course_pkg's reference implementation")
-CRASHED = ("crashed: the process running your code",)
-TIMED_OUT = ("took longer than",)
+# A submission whose worst check ended so is flagged with that status; with any other it is "ok"
+# (graded normally, whatever it scored).
+FLAGGED = {Status.DELEGATED, Status.TAMPERED, Status.TIMEOUT, Status.CRASHED, Status.GRADER_FAILED}
 
 
 def students_of(course: Path, assignment: str) -> list[str]:
@@ -155,8 +158,10 @@ def grade_student(course: Path, db_url: str, assignment: str, student: str, time
         return {"status": "metadata error" if metadata else "crashed", "score": 0.0, "seconds": seconds,
                 "message": first_error(output)}
     score, max_score = read_score(db_url, assignment, student)
-    return {"status": status_from_report(course, assignment, student), "score": score, "max_score": max_score,
-            "seconds": seconds}
+    checks = check_statuses(course, assignment, student)
+    flagged = worst(status for cell in checks.values() for status in cell.values())
+    return {"status": flagged.value if flagged in FLAGGED else "ok", "score": score, "max_score": max_score,
+            "seconds": seconds, "checks": checks}
 
 
 def first_error(log: str) -> str:
@@ -192,13 +197,14 @@ def has_assignment(db_url: str, assignment: str) -> bool:
         return True
 
 
-def status_from_report(course: Path, assignment: str, student: str) -> str:
-    """The worst thing the check reports in the autograded notebooks say about this submission."""
-    text = "".join(path.read_text() for path in (course / "autograded" / student / assignment).glob("*.ipynb"))
-    for status, phrases in (("tampered", TAMPERED), ("crashed", CRASHED), ("timeout", TIMED_OUT)):
-        if any(phrase in text for phrase in phrases):
-            return status
-    return "ok"
+def check_statuses(course: Path, assignment: str, student: str) -> dict[str, dict[str, str]]:
+    """How each check ended, per check cell, as the graded notebooks record it."""
+    statuses = {}
+    for path in sorted((course / "autograded" / student / assignment).glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if STATUS_KEY in cell.get("metadata", {}):
+                statuses[cell["metadata"]["nbgrader"]["grade_id"]] = cell["metadata"][STATUS_KEY]
+    return statuses
 
 
 def grade_class(course: Path, assignment: str, workers: int, force: bool, timeout: float, database: str) -> dict:
@@ -237,7 +243,7 @@ def _shared_check_server():
     """One check server for the whole class; each student's nbgrader process connects to it."""
     with tempfile.TemporaryDirectory() as folder:
         address = os.path.join(folder, "checks.sock")
-        server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("check_server.py")), "--socket", address],
+        server = subprocess.Popen([sys.executable, "-m", "course_grading.engine.check_server", "--socket", address],
                                   stdout=subprocess.PIPE, text=True)
         try:
             json.loads(server.stdout.readline())  # {"ready": true}

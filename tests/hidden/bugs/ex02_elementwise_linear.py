@@ -5,14 +5,7 @@ slips through, or one that costs the points of an unrelated check, fails the sui
 defines its whole class, so that one class's bug cannot leak into another's grade.
 """
 
-from typing import NamedTuple
-
-
-class Bug(NamedTuple):
-    target: str
-    source: str
-    failing_hidden_checks: frozenset[str]
-    fails_visible_check: bool
+from course_grading.bugs import Bug
 
 
 # Each class is written once with placeholders; a bug is the reference with one or two of them changed.

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from check_helpers import (
+from course_grading.engine.expectations import (
     DTYPES,
     TOLERANCE,
     expect_close,
@@ -30,7 +30,7 @@ from check_helpers import (
     single_threaded_checks,
 )
 from course_pkg.flows import elementwise, linear
-from grader import Registry
+from course_grading.engine.grader import Registry
 
 REGISTRY = Registry()
 REGISTRY.forbidden = {

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from course_pkg import testing as reference
-from grader import Registry
+from course_grading.engine.grader import Registry
 
 REGISTRY = Registry()
 check = REGISTRY.check

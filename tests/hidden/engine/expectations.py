@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from course_pkg import testing as reference
-from grader import Registry
+from course_grading.engine.grader import Registry
 
 
 def single_threaded_checks(registry: Registry) -> Callable[[str], Callable[[Callable], Callable]]:

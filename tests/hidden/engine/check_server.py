@@ -12,8 +12,9 @@ For each it forks a child that runs the student's cells (``cells``, the notebook
 cells, up to the grade cell for a check) through one IPython shell (``cell_shell.py``), as the
 student's kernel did. A "cells" request reports each cell's outputs for the graded notebook
 (it takes the place of the kernel nbgrader would start). A check request then runs either the
-visible check ``source`` or one hidden check, and reports whether it passed (a hidden request runs
-each check of its target so). The child's stdout and stderr go nowhere, so prints of any size and
+visible check ``source`` or one hidden check, and reports how it ended, a
+:class:`~course_grading.engine.grader.Status` (a hidden request runs each check of its target so,
+and its reply lists every check's status). The child's stdout and stderr go nowhere, so prints of any size and
 warnings cost nothing; a child that crashes (``os._exit``, a segfault, memory exhaustion) or
 overruns its time is reported as such and takes nothing else with it. Whatever the student's
 code changes in torch, numpy, the self-checks or the grader is undone before a check compares
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib
 import io
 import json
 import math
@@ -38,28 +38,26 @@ import sys
 import time
 import traceback
 import types
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy
+import torch
+import torch.nn.functional
+import torch.testing
 
-import numpy  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional  # noqa: E402
-import torch.testing  # noqa: E402
+import course_pkg.testing
+from course_grading import assignments_with
+from course_grading.engine import expectations, grader
+from course_grading.engine.cell_shell import CellShell
+from course_grading.engine.grader import Status
 
-import course_pkg.testing  # noqa: E402
-import grader  # noqa: E402
-from cell_shell import CellShell  # noqa: E402
-
-TIME_LIMIT_SECONDS = grader.TIME_LIMIT_SECONDS
+# Seconds one check (or a visible check cell) may take; an instructor can change it for a slow machine.
+TIME_LIMIT_SECONDS = float(os.environ.get("COURSE_CHECK_TIME_LIMIT", "20"))
 MEMORY_LIMIT_BYTES = 6 * 1024**3
 GRADER_FAILED = 70  # the exit status of a child in which the grader itself failed (EX_SOFTWARE)
 OUTPUT_LIMIT_CHARACTERS = 4000
-HIDDEN_MODULES = sorted(p.stem for p in Path(__file__).parent.glob("*.py")
-                        if p.stem.startswith(("ex", "check_helpers")) and not p.stem.endswith("_bugs"))
 PROTECTED = [builtins, math, random, numpy, numpy.random, torch, torch.Tensor, torch.linalg, torch.func,
-             torch.testing, torch.nn.functional, torch.autograd, course_pkg.testing, grader,
-             *(importlib.import_module(name) for name in HIDDEN_MODULES)]
+             torch.testing, torch.nn.functional, torch.autograd, course_pkg.testing, grader, expectations,
+             *(grader.load_module(assignment) for assignment in assignments_with("checks"))]
 
 
 def snapshot() -> list[dict]:
@@ -107,18 +105,19 @@ def run_visible(request: dict, namespace: dict) -> dict:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(io.StringIO()):
             exec(compile(request["source"], "<check cell>", "exec"), namespace)
     except BaseException as error:
-        return {"passed": False, "error": type(error).__name__, "message": str(error)[:OUTPUT_LIMIT_CHARACTERS],
+        status = Status.FAILED if isinstance(error, AssertionError) else Status.ERROR
+        return {"status": status, "error": type(error).__name__, "message": str(error)[:OUTPUT_LIMIT_CHARACTERS],
                 "stdout": output.getvalue()[:OUTPUT_LIMIT_CHARACTERS]}
-    return {"passed": True, "stdout": output.getvalue()[:OUTPUT_LIMIT_CHARACTERS]}
+    return {"status": Status.PASSED, "stdout": output.getvalue()[:OUTPUT_LIMIT_CHARACTERS]}
 
 
 def run_hidden(request: dict, namespace: dict) -> dict:
     registry = grader.load(request["assignment"])
     check = next(c for c in registry.checks if c.name == request["check"])
     if check.target not in namespace:
-        return {"passed": False, "message": f"no object named {check.target!r} was defined"}
+        return {"status": Status.MISSING, "message": grader.missing(check.target)}
     outcome = grader.run_check(check, namespace[check.target], registry.forbidden.get(check.target, []))
-    return {"passed": outcome.passed, "message": outcome.message}
+    return {"status": outcome.status, "message": outcome.message}
 
 
 def grade_target(request: dict, clean: list[dict]) -> dict:
@@ -126,8 +125,9 @@ def grade_target(request: dict, clean: list[dict]) -> dict:
     outcomes = []
     for check in grader.load(request["assignment"]).checks_of(request["target"]):
         result = serve_one({**request, "kind": "check", "check": check.name}, clean)
-        outcomes.append(grader.Outcome(check, result["passed"], result.get("message", "")))
-    return {"report": grader.report(request["target"], outcomes), "points": sum(o.points for o in outcomes)}
+        outcomes.append(grader.Outcome(check, Status(result["status"]), result.get("message", "")))
+    return {"report": grader.report(request["target"], outcomes), "points": sum(o.points for o in outcomes),
+            "statuses": {o.check.name: o.status for o in outcomes}}
 
 
 def child(request: dict, clean: list[dict], report_fd: int) -> None:
@@ -135,7 +135,7 @@ def child(request: dict, clean: list[dict], report_fd: int) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    result = {"passed": False, "message": "the grader failed before it could report"}
+    result = {"status": Status.GRADER_FAILED, "message": "the grader failed before it could report"}
     try:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
         os.chdir(request["cwd"])
@@ -146,13 +146,14 @@ def child(request: dict, clean: list[dict], report_fd: int) -> None:
         result = run_visible(request, namespace) if request["kind"] == "visible" else run_hidden(request, namespace)
         changed = undo_changes(clean)
         if changed:
-            result = {"passed": False, "tampered": True,
+            result = {"status": Status.TAMPERED,
                       "message": f"your code replaced {', '.join(changed[:3])} while being checked; "
                                  "the check does not count"}
     except BaseException:
         if request["kind"] == "cells":  # a check's report would be read as a cell's outputs: end without one
             os._exit(GRADER_FAILED)
-        result = {"passed": False, "message": "the grader failed: " + traceback.format_exc(limit=1)[-300:]}
+        result = {"status": Status.GRADER_FAILED,
+                  "message": "the grader failed: " + traceback.format_exc(limit=1)[-300:]}
     with os.fdopen(report_fd, "w") as report:
         report.write(json.dumps(result) + "\n")
     os._exit(0)
@@ -187,7 +188,7 @@ def serve_one(request: dict, clean: list[dict]) -> dict:
         message = f"crashed: the process running your code {stopped or 'exited before it finished'}"
     if request["kind"] == "cells":
         return {"outputs": lines, "stopped": message}
-    return {"passed": False, "timeout" if stopped == "timeout" else "crashed": True, "message": message}
+    return {"status": Status.TIMEOUT if stopped == "timeout" else Status.CRASHED, "message": message}
 
 
 def read_report(pid: int, read_fd: int, seconds: float, lines: int) -> tuple[bytes, str | None]:

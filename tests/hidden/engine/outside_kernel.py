@@ -26,7 +26,6 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 from nbformat import NotebookNode, from_dict
 from nbformat.v4 import new_output
@@ -34,11 +33,11 @@ from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, Overw
 from nbgrader.api import MissingEntry
 from traitlets import Float
 
-HERE = Path(__file__).resolve().parent
+from course_grading.course import HIDDEN_PART
+from course_grading.engine.grader import STATUS_KEY, Status
 
 HIDDEN_NOTE = "# (the hidden checks of this cell ran here; their report is below)\n"
 HIDDEN_CALL = re.compile(r"""grade\(\s*["'](\w+)["']\s*,\s*["'](\w+)["']""")
-HIDDEN_PART = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
 
 
 def is_grade_cell(cell: NotebookNode) -> bool:
@@ -114,7 +113,7 @@ class CheckServer:
             connection.connect(address)
             cls._requests, cls._replies = connection.makefile("w"), connection.makefile("r")
             return
-        process = subprocess.Popen([sys.executable, str(HERE / "check_server.py")],
+        process = subprocess.Popen([sys.executable, "-m", "course_grading.engine.check_server"],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         atexit.register(process.kill)
         cls._requests, cls._replies = process.stdin, process.stdout
@@ -132,7 +131,8 @@ class GradeOutsideKernel(NbGraderPreprocessor):
         student_cells: list[str] = []
         for cell in nb.cells:
             if is_grade_cell(cell):
-                cell.outputs = self.grade(cell.source, list(student_cells), cwd)
+                cell.outputs, statuses = self.grade(cell.source, list(student_cells), cwd)
+                cell.metadata[STATUS_KEY] = statuses
                 # What the feedback shows of the cell: its visible part; the checks' code stays secret.
                 cell.source = HIDDEN_PART.sub(HIDDEN_NOTE, cell.source)
                 cell.execution_count = None
@@ -154,17 +154,20 @@ class GradeOutsideKernel(NbGraderPreprocessor):
             unfinished.outputs.append(new_output("error", ename="Stopped", evalue=result["stopped"],
                                                  traceback=[f"This cell {result['stopped']}; the cells below it did not run."]))
 
-    def grade(self, source: str, student_cells: list[str], cwd: str) -> list[NotebookNode]:
+    def grade(self, source: str, student_cells: list[str], cwd: str) -> tuple[list[NotebookNode], dict[str, str]]:
+        """The check cell's outputs, and how each of its checks ended (``{"visible": status}``, plus
+        one entry per hidden check)."""
         outputs = []
         visible = HIDDEN_PART.sub("", source)
         result = CheckServer.ask({"kind": "visible", "cells": student_cells, "source": visible, "cwd": cwd})
         if result.get("stdout"):
             outputs.append(new_output("stream", name="stdout", text=result["stdout"]))
-        if not result["passed"]:
+        statuses = {"visible": Status(result["status"])}
+        if statuses["visible"] is not Status.PASSED:
             error = result.get("error", "Error")
             outputs.append(new_output("error", ename=error, evalue=result["message"],
                                       traceback=[f"{error}: {result['message']}"]))
-            return outputs
+            return outputs, statuses
         call = HIDDEN_CALL.search(source)
         if call:
             assignment, target = call.groups()
@@ -173,4 +176,5 @@ class GradeOutsideKernel(NbGraderPreprocessor):
             outputs.append(new_output("stream", name="stdout", text=result["report"]))
             outputs.append(new_output("execute_result", data={"text/plain": f"{result['points']:g}"},
                                       execution_count=None))
-        return outputs
+            statuses.update(result["statuses"])
+        return outputs, statuses

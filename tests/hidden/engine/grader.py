@@ -1,14 +1,15 @@
 """Runs the hidden checks of an exercise on a student's objects and turns them into points.
 
-Instructor-only: this folder never reaches students. Each exercise module in this folder
-registers its checks with :func:`check`; the hidden part of an autograder cell calls
+Instructor-only: this package never reaches students. Each assignment's module in ``checks/``
+registers its checks with :meth:`Registry.check`; the hidden part of an autograder cell calls
 :func:`grade`, which prints one line per check (its name, points and, on failure, the message
 saying which invariant broke and by how much) and returns the points earned. The cell's last
 expression is that number, which nbgrader reads as partial credit.
 
-Every check runs seeded, under a time limit, with the student's output and warnings captured
-(anything on stderr would cost a correct student the cell), and with calls into the reference
-implementations of ``course_pkg`` refused.
+Every check runs seeded, with the student's output and warnings captured (anything on stderr
+would cost a correct student the cell), and with calls into the reference implementations of
+``course_pkg`` refused. How each ended is a :class:`Status`. Under autograde the check server
+(``check_server.py``) runs each check in a forked process of its own, with the time limit.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import os
 import random
-import signal
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from types import CodeType, FunctionType
 
 import numpy as np
 import torch
 
-# Seconds one check may take; an instructor can change it for a slow machine.
-TIME_LIMIT_SECONDS = float(os.environ.get("COURSE_CHECK_TIME_LIMIT", "20"))
 
 
 @dataclass(frozen=True)
@@ -43,11 +40,42 @@ class Check:
     description: str
 
 
+class Status(str, Enum):
+    """How one check ended: a value that travels from where it arises (the grader, the check server)
+    through autograde (the graded notebook's cell metadata) to the batch summary."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # an invariant did not hold
+    ERROR = "error"  # the student's code raised
+    MISSING = "missing"  # the object to grade was never defined
+    DELEGATED = "delegated"  # it called course_pkg's reference implementation
+    TAMPERED = "tampered"  # it replaced part of torch, numpy, the self-checks or the grader
+    TIMEOUT = "timeout"  # it overran its time and was stopped
+    CRASHED = "crashed"  # the process running it died
+    GRADER_FAILED = "grader failed"  # the grader itself failed: a bug of ours, never the student's
+
+
+# The cell metadata key under which a graded notebook records how each check of a cell ended.
+STATUS_KEY = "course_grading_statuses"
+
+# The worst status of a submission is the one a batch summary shows: the order says which is worse.
+SEVERITY = [Status.PASSED, Status.FAILED, Status.ERROR, Status.MISSING, Status.DELEGATED, Status.TIMEOUT,
+            Status.CRASHED, Status.TAMPERED, Status.GRADER_FAILED]
+
+
+def worst(statuses) -> Status:
+    return max((Status(s) for s in statuses), key=SEVERITY.index, default=Status.PASSED)
+
+
 @dataclass
 class Outcome:
     check: Check
-    passed: bool
+    status: Status
     message: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASSED
 
     @property
     def points(self) -> float:
@@ -75,34 +103,37 @@ class Registry:
         return [c for c in self.checks if c.target == target]
 
 
-class CheckTimeout(BaseException):
-    """Raised by the timer; a BaseException so that a student's `except Exception` cannot swallow it."""
-
-
 class DelegationRefused(Exception):
     """A check ran course_pkg's reference implementation of what the student was to write."""
 
 
+def load_module(assignment: str):
+    """The module of the assignment's hidden checks, ``checks/<assignment>.py``."""
+    return importlib.import_module(f"course_grading.checks.{assignment}")
+
+
 def load(assignment: str) -> Registry:
-    """The registry of ``tests/hidden/<assignment>.py``."""
-    return importlib.import_module(assignment).REGISTRY
+    """The registry of the assignment's hidden checks."""
+    return load_module(assignment).REGISTRY
 
 
 def run_check(check: Check, implementation: object, forbidden: list[Callable] = ()) -> Outcome:
-    """Run one check in isolation from the student's side effects; never raises."""
+    """Run one check, seeded and quiet, with calls to ``forbidden`` refused; never raises.
+
+    Isolation (a process of its own, a time limit, undoing what the student's code replaced) is
+    the check server's: it runs each check in a forked child.
+    """
     seed_everything(0)
     try:
-        with _quiet(), _time_limit(TIME_LIMIT_SECONDS), _refusing_calls_to(forbidden):
+        with _quiet(), _refusing_calls_to(forbidden):
             check.run(implementation)
     except AssertionError as failure:
-        return Outcome(check, False, _first_line(failure) or "an assertion failed")
-    except CheckTimeout:
-        return Outcome(check, False, f"took longer than {TIME_LIMIT_SECONDS:g} s and was stopped")
+        return Outcome(check, Status.FAILED, _first_line(failure) or "an assertion failed")
     except DelegationRefused as refusal:
-        return Outcome(check, False, str(refusal))
+        return Outcome(check, Status.DELEGATED, str(refusal))
     except Exception as error:  # the student's code raised: report it, grade the rest
-        return Outcome(check, False, f"your code raised {type(error).__name__}: {_first_line(error)}")
-    return Outcome(check, True)
+        return Outcome(check, Status.ERROR, f"your code raised {type(error).__name__}: {_first_line(error)}")
+    return Outcome(check, Status.PASSED)
 
 
 def grade(assignment: str, target: str, namespace: dict) -> float:
@@ -115,12 +146,16 @@ def grade(assignment: str, target: str, namespace: dict) -> float:
     registry = load(assignment)
     checks = registry.checks_of(target)
     if target not in namespace:
-        outcomes = [Outcome(c, False, f"no object named {target!r} was defined") for c in checks]
+        outcomes = [Outcome(c, Status.MISSING, missing(target)) for c in checks]
     else:
         forbidden = registry.forbidden.get(target, [])
         outcomes = [run_check(c, namespace[target], forbidden) for c in checks]
     print(report(target, outcomes))
     return sum(o.points for o in outcomes)
+
+
+def missing(target: str) -> str:
+    return f"no object named {target!r} was defined"
 
 
 def report(target: str, outcomes: list[Outcome]) -> str:
@@ -154,24 +189,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         yield
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise CheckTimeout()
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 DELEGATION_CALLS: list[str] = []  # filled by the tripwires below
@@ -217,7 +234,7 @@ def _tripwire(function: FunctionType) -> CodeType:
         + "".join(f"    {var} = None\n" for var in free)
         + "    def tripwire(*args, **kwargs):\n"
         + (f"        ({', '.join(free)},)\n" if free else "")
-        + f"        __import__('grader').DELEGATION_CALLS.append({name!r})\n"
+        + f"        __import__('sys').modules['course_grading.engine.grader'].DELEGATION_CALLS.append({name!r})\n"
         + f"        raise RuntimeError('calls to {name} are refused in this exercise')\n"
         + "    return tripwire\n"
     )

@@ -6,14 +6,7 @@ is self-contained (it does not call the student's other functions), so that one 
 cannot leak into another's grade.
 """
 
-from typing import NamedTuple
-
-
-class Bug(NamedTuple):
-    target: str
-    source: str
-    failing_hidden_checks: frozenset[str]
-    fails_visible_check: bool
+from course_grading.bugs import Bug
 
 
 BUGS = {

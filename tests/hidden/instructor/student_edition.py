@@ -27,10 +27,16 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "tests")]
+from course_grading.course import (
+    SECRET_MARKERS,
+    assignments,
+    course_root,
+    expectation_lines,
+    hidden_check_lines,
+    secret_lines,
+)
 
-from course_notebooks import SECRET_MARKERS, assignments, hidden_check_lines, secret_lines  # noqa: E402
+ROOT = course_root()
 
 PUBLIC = ["book", "course_pkg", "_vendor", "_config.yml", "_toc.yml", "pyproject.toml", "README.md", "requirements.txt"]
 TEXT_SUFFIXES = {".html", ".txt", ".js", ".md", ".ipynb", ".py", ".json", ".css", ".csv", ".cfg", ".toml", ""}
@@ -58,7 +64,7 @@ def build(out: Path) -> None:
 def secrets(include_solutions: bool = True) -> list[str]:
     """What must never reach a student; a student's own feedback may hold lines like a solution's
     (their code can be right), so feedback is audited with ``include_solutions=False``."""
-    found = list(SECRET_MARKERS) + hidden_check_lines("check_helpers")
+    found = list(SECRET_MARKERS) + expectation_lines()
     for assignment in assignments():
         found += hidden_check_lines(assignment) + (secret_lines(assignment) if include_solutions else [])
     return found

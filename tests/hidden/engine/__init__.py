@@ -1,0 +1,1 @@
+"""What runs checks: the grader, the check server, the cell shell, the outside-kernel preprocessors."""

@@ -241,16 +241,6 @@ class AffineCoupling(Coupling):
         super().__init__(mask, conditioner, Affine(scale_bound))
 
 
-def affine_log_scale_and_shift(conditioner_output: Tensor, scale_bound: float) -> tuple[Tensor, Tensor]:
-    """RealNVP's ``(s, t)`` from a conditioner output ``[raw_s, t]`` stacked along dimension 1.
-
-    ``[B, 2 k, ...]`` in, two ``[B, k, ...]`` out: the layout of :class:`BaseCoupling` read by
-    :meth:`~course_pkg.flows.transformers.Affine.log_scale_and_shift`, ``s = b tanh(raw_s / b)``.
-    """
-    params = conditioner_output.unflatten(1, (2, -1)).movedim(1, -1)
-    return Affine(scale_bound).log_scale_and_shift(params)
-
-
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
     """Whether a tensor of ``shape`` broadcasts to exactly ``target`` (and not to something larger)."""
     try:

@@ -40,7 +40,6 @@ REFERENCE_MODULES = (
 REFERENCE_CODE = [
     coupling.half_mask, coupling.alternating_mask, coupling.checkerboard_mask, coupling.channel_mask,
     coupling.BaseCoupling, coupling.Coupling, coupling.AdditiveCoupling, coupling.AffineCoupling,
-    coupling.affine_log_scale_and_shift,
     split_coupling.SplitCoupling, split_coupling.SplitAdditiveCoupling, split_coupling.SplitAffineCoupling,
     transformers.Transformer, transformers.Additive, transformers.Affine,
     nets.MLP, nets.ResNet, nets.ResidualBlock,

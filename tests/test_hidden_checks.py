@@ -4,12 +4,15 @@ release passes none, and each deliberately wrong solution fails exactly the chec
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 import torch
 
 import grader
-from course_notebooks import assignments, solution_ids, solution_namespace, source_notebook, visible_check_passes
+from course_notebooks import (
+    assignments, nbgrader_role, solution_ids, solution_namespace, source_notebook, visible_check_passes,
+)
 
 ASSIGNMENTS = assignments()
 
@@ -110,3 +113,36 @@ def test_ex01_closed_form_jacobians_agree_with_autograd():
         for map_ in checks.nonlinear_maps(d, generator):
             x = checks.point(d, generator)
             torch.testing.assert_close(map_.jacobian(x), torch.func.jacrev(map_.f)(x), atol=1e-12, rtol=1e-12)
+
+
+GRADED_LIST = "**What the hidden checks grade**"
+
+
+def task_text(notebook, target: str) -> str:
+    """The markdown cell above ``target``'s solution cell: the task as the student reads it."""
+    index = next(i for i, c in enumerate(notebook.cells) if nbgrader_role(c).get("grade_id") == target)
+    return notebook.cells[index - 1].source
+
+
+def as_read(markdown: str) -> str:
+    """Words as a reader sees them: without code marks, every run of whitespace one space."""
+    return " ".join(markdown.replace("`", "").split())
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_task_text_names_every_graded_property(assignment):
+    """Each task ends with one bullet per hidden check, which states that check's property; the
+    section's heading counts those points and the visible check's."""
+    registry = grader.load(assignment)
+    notebook = source_notebook(assignment)
+    for target in solution_ids(notebook):
+        task = task_text(notebook, target)
+        assert GRADED_LIST in task, f"{target}: the task does not list what its hidden checks grade"
+        graded = task.split(GRADED_LIST, 1)[1]
+        bullets = [line for line in graded.splitlines() if line.startswith("- ")]
+        checks = registry.checks_of(target)
+        assert len(bullets) == len(checks), (target, len(bullets), [c.name for c in checks])
+        for check in checks:
+            assert as_read(check.description) in as_read(graded), (target, check.name, check.description)
+        points = re.search(r"^## .*\((\d+) points\)", task, re.MULTILINE)
+        assert points and int(points.group(1)) == sum(c.points for c in checks) + 1, target

@@ -16,22 +16,30 @@ from course_pkg.flows import ActNorm, Affine, Flow, Inverse, Logit, Sequential
 from course_pkg.flows.coupling import AffineCoupling, channel_mask, checkerboard_mask
 from course_pkg.flows.multiscale import FactorOut, Squeeze
 from course_pkg.flows.split_coupling import SplitAdditiveCoupling, SplitAffineCoupling, SplitCoupling, half_split
+from course_pkg.flows.transformers import Additive
+from course_pkg.flows.transformers import Affine as AffineTransformer
 from course_pkg.nets import MLP, ResNet
 
 
 def vector_couplings(
-    coupling: type[SplitCoupling], features: int, num_layers: int, hidden_features: int, num_hidden_layers: int = 2
+    coupling: Callable[[int, int, nn.Module], SplitCoupling],
+    params_per_feature: int,
+    features: int,
+    num_layers: int,
+    hidden_features: int,
+    num_hidden_layers: int = 2,
 ) -> list[SplitCoupling]:
     """``num_layers`` couplings of ``[B, features]`` keeping the first half, the second, ...; MLP conditioners.
 
     Alternating the kept half lets every feature be transformed, conditioned on the others, every
-    other layer. Each conditioner maps the ``d_A`` kept features to ``k d_B`` numbers for the
-    transformed ones (``k = coupling.conditioner_multiplier``).
+    other layer. ``coupling(features, parity, conditioner)`` builds a layer; each conditioner maps
+    the ``d_A`` kept features to ``P d_B`` numbers for the transformed ones
+    (``P = params_per_feature``, the transformer's).
     """
     layers = []
     for parity in (k % 2 for k in range(num_layers)):
         kept, transformed = half_split(features, parity)
-        conditioner = MLP(kept, coupling.conditioner_multiplier * transformed, hidden_features, num_hidden_layers)
+        conditioner = MLP(kept, params_per_feature * transformed, hidden_features, num_hidden_layers)
         layers.append(coupling(features, parity, conditioner))
     return layers
 
@@ -49,7 +57,9 @@ class NICE(NormalizingFlow):
     def __init__(
         self, features: int, num_layers: int = 4, hidden_features: int = 64, num_hidden_layers: int = 2
     ) -> None:
-        couplings = vector_couplings(SplitAdditiveCoupling, features, num_layers, hidden_features, num_hidden_layers)
+        couplings = vector_couplings(
+            SplitAdditiveCoupling, Additive.params_per_feature, features, num_layers, hidden_features, num_hidden_layers
+        )
         super().__init__(Sequential(*couplings, Affine(features)), StandardNormal(features))
 
 
@@ -78,7 +88,9 @@ class RealNVP(NormalizingFlow):
         actnorm: bool = False,
     ) -> None:
         layers: list[Flow] = []
-        for coupling in vector_couplings(SplitAffineCoupling, features, num_layers, hidden_features, num_hidden_layers):
+        affine = AffineTransformer.params_per_feature
+        couplings = vector_couplings(SplitAffineCoupling, affine, features, num_layers, hidden_features, num_hidden_layers)
+        for coupling in couplings:
             layers += [coupling, ActNorm(features)] if actnorm else [coupling]
         super().__init__(Sequential(*layers), StandardNormal(features))
 

@@ -1,7 +1,7 @@
 """The built book in a real browser: headless Chromium (Debian's, driven by Playwright; no
 browser download) opens every page of the site over HTTP on 127.0.0.1 and checks what a reader
 sees: no console errors and no request leaving the machine, every formula typeset by the MathJax
-the site ships (no raw `$$`, `\\(`, `\\[` and no MathJax error), every image loaded, every
+the site ships (no `$` left in the text outside code, no raw `\\(`, `\\[`, no MathJax error), every image loaded, every
 internal link and anchor resolving, code outputs on the chapters, and a search that finds
 "Jacobian". It saves the first screen of each page in the table of contents as
 `_build/screenshots/<page>.png` (beside the site's `html` folder) for a person to look at.
@@ -125,11 +125,13 @@ async () => {
   }
   report.version = report.mathjax ? mj.version : null;
 
-  // TeX left in the text outside code: $$, \( \) \[ \], \begin{..}, or $..$ holding TeX.
+  // TeX left in the text outside code: any $ at all (the course writes no currency, so a lone $
+  // is a formula torn apart, e.g. by a line that Markdown read as a list item), \( \) \[ \],
+  // or \begin{..}.
   const skip = 'pre, code, script, style, noscript, template, textarea, mjx-container, .highlight';
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const raw = [];
-  const pattern = /\$\$|\\[()\[\]]|\\(begin|end)\{|\$[^$\s][^$]*[\\^_{][^$]*\$/;
+  const pattern = /\$|\\[()\[\]]|\\(begin|end)\{/;
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     if (node.parentElement.closest(skip)) continue;
     const m = node.textContent.match(pattern);

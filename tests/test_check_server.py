@@ -1,4 +1,5 @@
-"""The check server's "cells" request: the student's own cells, run in a forked process as a kernel would."""
+"""The check server: the student's own cells (a "cells" request) and one hidden check (a "check"
+request), each run in a forked process, which is the one place a time limit is kept."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from course_grading.engine import check_server
 from course_grading.engine.cell_shell import CellShell
+from course_grading.engine.grader import Status
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +58,13 @@ def test_a_process_the_cells_leave_behind_does_not_hold_the_report_back(serve):
     assert result["stopped"] is None
     assert result["outputs"][1] == [{"output_type": "stream", "name": "stdout", "text": "after\n"}]
     assert time.monotonic() - started < 5, "the report waited for the process left behind"
+
+
+def test_a_hanging_hidden_check_is_stopped_and_reported(serve):
+    """The forked child is the one isolation: a check that never ends is stopped there, and says so."""
+    hang = "def numerical_jacobian(f, x, eps=1e-6):\n    while True:\n        try:\n            pass\n        except Exception:\n            pass"
+    check = "jacobian_of_linear_maps"
+    request = {"kind": "check", "cells": [hang], "cwd": ".", "time_limit": 0.5,
+               "assignment": "ex01_change_of_variables", "check": check}
+    result = check_server.serve_one(request, check_server.snapshot())
+    assert result == {"status": Status.TIMEOUT, "message": "took longer than 0.5 s and was stopped"}

@@ -21,7 +21,7 @@ from course_pkg.flows import (
     half_mask,
     half_split,
 )
-from course_pkg.flows.coupling import affine_log_scale_and_shift
+from course_pkg.flows.transformers import Affine
 from course_pkg.nets import MLP, ResNet
 from course_pkg.testing import autograd_batch_jacobian
 
@@ -322,7 +322,7 @@ def mask_form_of(layer: SplitCoupling, scale_bound: float | None = None) -> Coup
     of the ``k`` blocks). The other columns and rows are random: they meet masked-out inputs and
     discarded outputs, so they must not matter.
     """
-    features, k = layer.features, layer.conditioner_multiplier
+    features, k = layer.features, layer.transformer.params_per_feature
     first, *middle, last = (module for module in layer.conditioner if isinstance(module, torch.nn.Linear))
     mask_conditioner = randomize_parameters(
         MLP(features, k * features, first.out_features, num_hidden_layers=len(middle) + 1), seed=13
@@ -380,7 +380,7 @@ def test_the_scale_clip_keeps_small_log_scales_exact_for_large_bounds() -> None:
     absolute precision: nothing of ``raw = 1e-8``.)
     """
     raw = torch.tensor([[1e-8, -3e-4, 0.5, -2.0]], dtype=torch.float64)
-    log_scale, shift = affine_log_scale_and_shift(torch.cat((raw, -raw), dim=1), scale_bound=1e6)
+    log_scale, shift = Affine(scale_bound=1e6).log_scale_and_shift(torch.stack((raw, -raw), dim=-1))
     torch.testing.assert_close(log_scale, raw * (1 - (raw / 1e6) ** 2 / 3), atol=0, rtol=4e-16)
     assert torch.equal(shift, -raw)
 
@@ -391,10 +391,12 @@ def test_the_scale_clip_keeps_small_log_scales_exact_for_large_bounds() -> None:
         (
             SplitAffineCoupling(4, 0, MLP(2, 4)),
             (5, 3),
-            "SplitAffineCoupling(features=4, parity=0) expects input of shape [batch, 4], got shape (5, 3)",
+            "SplitAffineCoupling(features=4, parity=0) expects input of shape [batch, 4] or [batch, 4, height, "
+            "width], got shape (5, 3)",
         ),
-        (SplitAdditiveCoupling(4, 1, MLP(2, 2)), (5, 4, 1, 1), "expects input of shape [batch, 4], got shape (5, 4,"),
-        (SplitAffineCoupling(5, 1, MLP(3, 4)), (5,), "expects input of shape [batch, 5], got shape (5,)"),
+        (SplitAdditiveCoupling(4, 1, MLP(2, 2)), (5, 3, 1, 1), "[batch, 4, height, width], got shape (5, 3, 1, 1)"),
+        (SplitAffineCoupling(5, 1, MLP(3, 4)), (5,), "expects input of shape [batch, 5] or [batch, 5, height,"),
+        (SplitAffineCoupling(4, 1, MLP(2, 4)), (5, 4, 2), "got shape (5, 4, 2)"),
     ],
 )
 def test_split_coupling_rejects_bad_input_shapes(layer: SplitCoupling, shape: tuple[int, ...], message: str) -> None:
@@ -403,7 +405,7 @@ def test_split_coupling_rejects_bad_input_shapes(layer: SplitCoupling, shape: tu
 
 def test_split_conditioner_with_the_wrong_output_shape_is_named() -> None:
     layer = SplitAffineCoupling(5, 0, MLP(2, 3))  # keeps 2, transforms 3: needs 2 * 3 outputs
-    message = r"map the 2 kept features to 2 number\(s\) per transformed feature, shape \(4, 6\), got \(4, 3\)"
+    message = r"conditioner should return shape \(4, 6\) for the Affine transformer \(2 number\(s\) per transformed feature"
     with pytest.raises(ValueError, match=message):
         layer(torch.randn(4, 5))
     with pytest.raises(ValueError, match=message):

@@ -1,11 +1,18 @@
-"""Flow layers. Every layer follows the direction contract of :class:`Flow`."""
+"""Flow layers. Every layer follows the direction contract of :class:`Flow`.
+
+The transformers of coupling and autoregressive layers (elementwise maps set by a conditioner,
+not flows themselves) are in :mod:`course_pkg.flows.transformers`: ``transformers.Affine`` is
+RealNVP's map, not the flow layer :class:`~course_pkg.flows.elementwise.Affine` exported here.
+"""
 
 from course_pkg.flows.base import Flow, Inverse, Sequential, sum_except_batch
 from course_pkg.flows.elementwise import ActNorm, Affine, LeakyReLUFlow, Logit, Sigmoid
 from course_pkg.flows.linear import DenseWeight, InvertibleConv1x1, LULinear, LUWeight, Permutation
 from course_pkg.flows.planar import Planar, Radial
+from course_pkg.flows import transformers
 from course_pkg.flows.coupling import (
     AdditiveCoupling,
+    BaseCoupling,
     AffineCoupling,
     Coupling,
     alternating_mask,
@@ -35,6 +42,7 @@ __all__ = [
     "Radial",
     "AdditiveCoupling",
     "AffineCoupling",
+    "BaseCoupling",
     "Coupling",
     "alternating_mask",
     "channel_mask",
@@ -46,4 +54,5 @@ __all__ = [
     "SplitAffineCoupling",
     "SplitCoupling",
     "half_split",
+    "transformers",
 ]

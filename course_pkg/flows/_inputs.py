@@ -61,3 +61,14 @@ def expect_scale_bound(layer: str, scale_bound: float) -> None:
     """Raise ``ValueError`` unless the bound of an affine coupling's log-scale is positive and finite."""
     if not (scale_bound > 0 and math.isfinite(scale_bound)):
         raise ValueError(f"{layer} needs a positive, finite scale_bound, got {scale_bound}")
+
+
+def expect_params(transformer: str, x: Tensor, params: Tensor, params_per_feature: int) -> None:
+    """Raise ``ValueError`` unless ``params.shape == x.shape + (params_per_feature,)``: a transformer's numbers."""
+    if params.shape[:-1] == x.shape and params.dim() == x.dim() + 1 and params.shape[-1] == params_per_feature:
+        return
+    expected = (*x.shape, params_per_feature)
+    raise ValueError(
+        f"{transformer} expects params of shape x.shape + ({params_per_feature},) = {expected}, "
+        f"got {tuple(params.shape)}"
+    )

@@ -1,17 +1,20 @@
-"""Coupling flows (chapter 3): NICE's additive and RealNVP's affine coupling, and the masks that split the features.
+"""Coupling flows (chapters 3 and 6): one coupling layer, the masks that split the features, NICE and RealNVP.
 
-A coupling layer splits the features with a binary ``mask``. The features with ``mask == 1`` pass
-unchanged and are the input of a network, the *conditioner*; its output sets an elementwise affine
-map of the other features (``mask == 0``):
+A coupling layer splits the features with a binary ``mask``. The features with ``mask == 1``
+pass unchanged and are the input of a network, the *conditioner*; its output sets, per feature,
+the parameters of an elementwise monotone map, the *transformer*
+(:mod:`course_pkg.flows.transformers`), of the other features (``mask == 0``):
 
-    z = mask * x + (1 - mask) * (x * exp(s(mask * x)) + t(mask * x)),
-    log|det dz/dx| = sum over the features with mask == 0 of s.
+    z = mask * x + (1 - mask) * tau(x; conditioner(mask * x)),
+    log|det dz/dx| = sum over the features with mask == 0 of log|tau'(x_i)|.
 
 The Jacobian is block triangular (the unchanged features do not depend on the others, and each
-transformed feature depends on itself only through its own scale), so its log-determinant is the
-sum of the log-scales, whatever the conditioner: any network works, and it is never inverted.
-The inverse reads the conditioner's input from ``z`` (``mask * z == mask * x``):
-``x = mask * z + (1 - mask) * (z - t) * exp(-s)``.
+transformed feature depends on itself only through its own ``tau``), so its log-determinant is
+the sum of the transformer's elementwise log-derivatives, whatever the conditioner: any network
+works, and it is never inverted. The inverse reads the conditioner's input from ``z``
+(``mask * z == mask * x``) and inverts ``tau``. NICE is this layer with
+:class:`~course_pkg.flows.transformers.Additive` (``tau = x + t``), RealNVP with
+:class:`~course_pkg.flows.transformers.Affine` (``tau = x exp(s) + t``).
 
 Direction as in :class:`~course_pkg.flows.base.Flow`: ``forward`` maps data ``x`` to latent ``z``
 and returns ``log|det dz/dx|``; ``inverse`` maps back and returns ``log|det dx/dz|``.
@@ -19,11 +22,14 @@ and returns ``log|det dz/dx|``; ``inverse`` maps back and returns ``log|det dx/d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from course_pkg.flows._inputs import expect_at_least_two, expect_input, expect_parity, expect_scale_bound
 from course_pkg.flows.base import Flow, sum_except_batch
+from course_pkg.flows.transformers import Additive, Affine, Transformer
 
 # ---------------------------------------------------------------------------- masks
 
@@ -69,27 +75,97 @@ def channel_mask(channels: int, parity: int = 0) -> Tensor:
 # ---------------------------------------------------------------------------- coupling layers
 
 
-class Coupling(Flow):
-    """Coupling layer: ``mask == 1`` features pass unchanged and set an elementwise affine map of the others.
+class BaseCoupling(Flow):
+    """What every coupling layer does: split, condition, transform, merge (the one place that writes it).
 
-    ``z = x * exp(s) + t`` with ``s = (1 - mask) * log_scale``, ``t = (1 - mask) * shift``, where
-    ``(log_scale, shift)`` are read from ``conditioner(mask * x)`` by :meth:`log_scale_and_shift`
-    (the subclasses :class:`AdditiveCoupling` and :class:`AffineCoupling` differ only there);
-    ``log|det dz/dx| = sum_i s_i``. Zeroing ``s`` and ``t`` on the masked features makes them
-    pass through exactly, whatever the conditioner returns there.
+    ``(kept, transformed) = split(x)``; ``params = conditioner(kept)``, read as ``P`` numbers per
+    transformed feature (``P = transformer.params_per_feature``); ``(y, ladj) = tau(transformed;
+    params)``; ``z = merge(kept, y)`` and ``log_det`` sums ``ladj`` over the transformed features.
+    The inverse does the same with ``tau^{-1}``: the kept part of ``z`` is the kept part of ``x``.
+    :class:`Coupling` splits with a mask, :class:`~course_pkg.flows.split_coupling.SplitCoupling`
+    by slicing dimension 1.
+
+    The conditioner returns its ``P`` numbers per feature as ``P`` blocks stacked along dimension 1:
+    ``[B, P F]`` for ``F`` transformed features (images: ``[B, P C, H, W]``), block ``p`` holding
+    parameter ``p`` of every feature (RealNVP's ``[raw_s, t]``). The layer hands the transformer
+    these numbers as ``params`` of shape ``transformed.shape + (P,)``.
+    """
+
+    def __init__(self, conditioner: nn.Module, transformer: Transformer) -> None:
+        super().__init__()
+        if not isinstance(transformer, Transformer):
+            raise TypeError(
+                f"{type(self).__name__} takes a transformer from course_pkg.flows.transformers (Additive(), "
+                f"Affine(), ...), got {type(transformer).__name__}"
+            )
+        self.conditioner = conditioner
+        self.transformer = transformer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._couple(x, self.transformer.forward)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self._couple(z, self.transformer.inverse)
+
+    def _couple(self, x: Tensor, transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        kept, transformed = self._split(x)
+        params = self._params(self.conditioner(kept), transformed)
+        y, ladj = transform(transformed, params)
+        return self._merge(kept, y), sum_except_batch(self._on_transformed(ladj))
+
+    def _params(self, conditioner_output: Tensor, transformed: Tensor) -> Tensor:
+        """The conditioner's ``P`` blocks along dimension 1 as ``params``, ``transformed.shape + (P,)`` (a view)."""
+        count, features = self.transformer.params_per_feature, transformed.shape[1]
+        expected = (transformed.shape[0], count * features, *transformed.shape[2:])
+        if conditioner_output.shape != expected:
+            raise ValueError(
+                f"{self._name()}: the conditioner should return shape {expected} for the "
+                f"{type(self.transformer).__name__} transformer ({count} number(s) per transformed feature, "
+                f"stacked along dimension 1), got {tuple(conditioner_output.shape)}"
+            )
+        return conditioner_output.unflatten(1, (count, features)).movedim(1, -1)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(kept, transformed)``: the conditioner's input and the part the transformer maps."""
+        raise NotImplementedError
+
+    def _merge(self, kept: Tensor, y: Tensor) -> Tensor:
+        """The output, of the input's shape, from the kept part and the transformed one."""
+        raise NotImplementedError
+
+    def _on_transformed(self, ladj: Tensor) -> Tensor:
+        """``ladj`` where a feature is transformed, 0 elsewhere."""
+        return ladj
+
+    def _name(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Coupling(BaseCoupling):
+    """Coupling by a mask: ``z = mask * x + (1 - mask) * tau(x; conditioner(mask * x))``.
+
+    ``log|det dz/dx| = sum_i (1 - mask_i) log|tau'(x_i)|``. The transformer is applied to every
+    feature and its output kept only where ``mask == 0``, so the features with ``mask == 1`` pass
+    through exactly, whatever the conditioner returns there.
 
     Shapes: vectors ``x`` ``[B, D]`` with a mask ``[D]``, or images ``x`` ``[B, C, H, W]`` with a
     mask that broadcasts against one image: ``[C, H, W]``, ``[H, W]`` or ``[1, H, W]`` (a
-    checkerboard), ``[C, 1, 1]`` (channel-wise). The conditioner maps ``[B, D]`` to
-    ``[B, k D]`` (images: ``[B, C, H, W]`` to ``[B, k C, H, W]``) with ``k = conditioner_multiplier``.
-    The mask is a buffer: it follows the layer's device and dtype.
+    checkerboard), ``[C, 1, 1]`` (channel-wise). The conditioner maps ``[B, D]`` to ``[B, P D]``
+    (images: ``[B, C, H, W]`` to ``[B, P C, H, W]``), ``P = transformer.params_per_feature``, in
+    the layout of :class:`BaseCoupling`. The mask is a buffer: it follows the layer's device and
+    dtype.
+
+    >>> from course_pkg.flows.transformers import Affine
+    >>> from course_pkg.nets import MLP
+    >>> layer = Coupling(alternating_mask(4), MLP(4, 2 * 4, hidden_features=16), Affine())
+    >>> x = torch.randn(8, 4)
+    >>> z, log_det = layer(x)
+    >>> bool(torch.equal(z, x)), bool(torch.equal(log_det, torch.zeros(8)))  # new: the identity
+    (True, True)
     """
 
-    conditioner_multiplier: int = 1
-    """How many numbers the conditioner returns per feature (stacked along dimension 1)."""
-
-    def __init__(self, mask: Tensor, conditioner: nn.Module) -> None:
-        super().__init__()
+    def __init__(self, mask: Tensor, conditioner: nn.Module, transformer: Transformer) -> None:
+        super().__init__(conditioner, transformer)
         mask = torch.as_tensor(mask, dtype=torch.get_default_dtype()).clone()
         if mask.dim() not in (1, 2, 3):
             raise ValueError(
@@ -100,36 +176,17 @@ class Coupling(Flow):
             values = mask.unique().tolist()
             raise ValueError(f"{type(self).__name__} needs a mask of zeros and ones, got values {values}")
         self.register_buffer("mask", mask)
-        self.register_buffer("others", 1 - mask, persistent=False)  # the transformed features
-        self.conditioner = conditioner
+        self.register_buffer("keeps", mask.bool(), persistent=False)  # the features that pass unchanged
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_scale, shift = self._masked_log_scale_and_shift(x)
-        z = x * torch.exp(log_scale) + shift
-        return z, sum_except_batch(log_scale)
-
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        log_scale, shift = self._masked_log_scale_and_shift(z)  # mask * z == mask * x: the same conditioner input
-        x = (z - shift) * torch.exp(-log_scale)
-        return x, -sum_except_batch(log_scale)
-
-    def log_scale_and_shift(self, conditioner_output: Tensor) -> tuple[Tensor, Tensor]:
-        """``(log_scale, shift)``, each of the input's shape, from the conditioner's output."""
-        raise NotImplementedError
-
-    def _masked_log_scale_and_shift(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``s`` and ``t`` of the docstring: the conditioner's map of ``mask * x``, zeroed where ``mask == 1``."""
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._expect(x)
-        conditioner_output = self.conditioner(self.mask * x)
-        expected = (x.shape[0], self.conditioner_multiplier * x.shape[1], *x.shape[2:])
-        if tuple(conditioner_output.shape) != expected:
-            raise ValueError(
-                f"{self._name()}: the conditioner should return shape {expected} for input of shape "
-                f"{tuple(x.shape)} ({self.conditioner_multiplier} number(s) per feature, stacked along "
-                f"dimension 1), got {tuple(conditioner_output.shape)}"
-            )
-        log_scale, shift = self.log_scale_and_shift(conditioner_output)
-        return self.others * log_scale, self.others * shift
+        return self.mask * x, x
+
+    def _merge(self, kept: Tensor, y: Tensor) -> Tensor:
+        return torch.where(self.keeps, kept, y)  # kept == x where mask == 1
+
+    def _on_transformed(self, ladj: Tensor) -> Tensor:
+        return torch.where(self.keeps, 0.0, ladj)
 
     def _expect(self, x: Tensor) -> None:
         if self.mask.dim() == 1 and x.dim() == 2 and x.shape[1] == self.mask.numel():
@@ -151,27 +208,25 @@ class Coupling(Flow):
 class AdditiveCoupling(Coupling):
     """NICE's additive coupling (Dinh, Krueger & Bengio 2015): ``z = x + (1 - mask) * t(mask * x)``.
 
-    A :class:`Coupling` with ``s = 0``: volume preserving, ``log|det dz/dx| = 0``. The conditioner
-    returns the shift ``t``, of the input's shape (``[B, D]`` or ``[B, C, H, W]``). Stack a few
-    with alternating masks, then a learned diagonal scaling (NICE's last layer,
+    ``Coupling(mask, conditioner, Additive())``: volume preserving, ``log|det dz/dx| = 0``. The
+    conditioner returns the shift ``t``, of the input's shape (``[B, D]`` or ``[B, C, H, W]``).
+    Stack a few with alternating masks, then a learned diagonal scaling (NICE's last layer,
     :class:`~course_pkg.flows.elementwise.Affine`), which is where the model's volume change lives.
     """
 
-    conditioner_multiplier = 1
-
-    def log_scale_and_shift(self, conditioner_output: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.zeros_like(conditioner_output), conditioner_output
+    def __init__(self, mask: Tensor, conditioner: nn.Module) -> None:
+        super().__init__(mask, conditioner, Additive())
 
 
 class AffineCoupling(Coupling):
     """RealNVP's affine coupling (Dinh, Sohl-Dickstein & Bengio 2017): ``z = mask * x + (1 - mask) * (x * exp(s) + t)``.
 
-    The conditioner returns ``[raw_s, t]`` stacked along dimension 1 (``[B, 2 D]`` or
-    ``[B, 2 C, H, W]``), and the log-scale is soft-clipped,
-    ``s = scale_bound * tanh(raw_s / scale_bound)``: ``|s| < scale_bound`` so ``exp(s)`` can
-    neither overflow nor vanish, and ``s ~ raw_s`` for small values. ``log|det dz/dx| = sum_i s_i``
-    over the features with ``mask == 0``. With the conditioner's last layer zero-initialised (as in
-    :mod:`course_pkg.nets`), a new layer is exactly the identity.
+    ``Coupling(mask, conditioner, Affine(scale_bound))``. The conditioner returns ``[raw_s, t]``
+    stacked along dimension 1 (``[B, 2 D]`` or ``[B, 2 C, H, W]``), and the log-scale is
+    soft-clipped, ``s = scale_bound * tanh(raw_s / scale_bound)``: ``|s| < scale_bound`` so
+    ``exp(s)`` can neither overflow nor vanish, and ``s ~ raw_s`` for small values.
+    ``log|det dz/dx| = sum_i s_i`` over the features with ``mask == 0``. With the conditioner's
+    last layer zero-initialised (as in :mod:`course_pkg.nets`), a new layer is exactly the identity.
 
     >>> from course_pkg.nets import MLP
     >>> layer = AffineCoupling(alternating_mask(4), MLP(4, 2 * 4, hidden_features=16))
@@ -181,27 +236,9 @@ class AffineCoupling(Coupling):
     (True, True)
     """
 
-    conditioner_multiplier = 2
-
     def __init__(self, mask: Tensor, conditioner: nn.Module, scale_bound: float = 3.0) -> None:
-        super().__init__(mask, conditioner)
         expect_scale_bound(type(self).__name__, scale_bound)
-        self.scale_bound = float(scale_bound)
-
-    def log_scale_and_shift(self, conditioner_output: Tensor) -> tuple[Tensor, Tensor]:
-        return affine_log_scale_and_shift(conditioner_output, self.scale_bound)
-
-
-def affine_log_scale_and_shift(conditioner_output: Tensor, scale_bound: float) -> tuple[Tensor, Tensor]:
-    """RealNVP's ``(s, t)`` from a conditioner output ``[raw_s, t]`` stacked along dimension 1.
-
-    ``s = scale_bound * tanh(raw_s / scale_bound)``: ``|s| < scale_bound``, and ``s ~ raw_s`` for
-    small values. ``[B, 2 k, ...]`` in, two ``[B, k, ...]`` out. Shared by :class:`AffineCoupling`
-    and :class:`~course_pkg.flows.split_coupling.SplitAffineCoupling`. (tanh, not the equal
-    ``2 sigmoid(2 y) - 1``, which loses the precision of small ``s`` for large bounds.)
-    """
-    raw_log_scale, shift = conditioner_output.chunk(2, dim=1)
-    return scale_bound * torch.tanh(raw_log_scale / scale_bound), shift
+        super().__init__(mask, conditioner, Affine(scale_bound))
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:

@@ -229,8 +229,8 @@ class AdditiveCoupling(ReferenceCoupling):
     "affine_borrows_course_pkgs_scale_clip": Bug(
         "AffineCoupling",
         # Right in every number, but the bounded scale comes from course_pkg's own helper.
-        _affine(log_scale="__import__('course_pkg.flows.coupling', fromlist=['coupling'])"
-                          ".affine_log_scale_and_shift(torch.cat([raw_log_scale, shift], dim=1), self.scale_bound)[0]"),
+        _affine(log_scale="__import__('course_pkg.flows.transformers', fromlist=['Affine']).Affine(self.scale_bound)"
+                          ".log_scale_and_shift(torch.stack([raw_log_scale, shift], dim=-1))[0]"),
         frozenset({"affine_log_det_matches_numerical_jacobian", "affine_inverse_and_its_log_det",
                    "affine_masked_features_pass_and_jacobian_is_triangular", "affine_shapes_dtypes_and_independence",
                    "affine_gradients_reach_every_parameter", "affine_scale_is_bounded"}),

@@ -30,15 +30,18 @@ from course_grading.engine.expectations import (
 )
 from course_pkg import nets
 from course_pkg import testing as reference
-from course_pkg.flows import coupling, split_coupling
+from course_pkg.flows import coupling, split_coupling, transformers
 from course_grading.engine.grader import DelegationRefused, Registry
 
 # Everything of course_pkg's chapter-3 code that a submission could hand the work to.
-REFERENCE_MODULES = (coupling.Coupling, split_coupling.SplitCoupling, nets.MLP, nets.ResNet, nets.ResidualBlock)
+REFERENCE_MODULES = (
+    coupling.BaseCoupling, transformers.Transformer, nets.MLP, nets.ResNet, nets.ResidualBlock,
+)
 REFERENCE_CODE = [
     coupling.half_mask, coupling.alternating_mask, coupling.checkerboard_mask, coupling.channel_mask,
-    coupling.Coupling, coupling.AdditiveCoupling, coupling.AffineCoupling, coupling.affine_log_scale_and_shift,
+    coupling.BaseCoupling, coupling.Coupling, coupling.AdditiveCoupling, coupling.AffineCoupling,
     split_coupling.SplitCoupling, split_coupling.SplitAdditiveCoupling, split_coupling.SplitAffineCoupling,
+    transformers.Transformer, transformers.Additive, transformers.Affine,
     nets.MLP, nets.ResNet, nets.ResidualBlock,
 ]
 

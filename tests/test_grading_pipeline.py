@@ -18,6 +18,8 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
+from course_grading.engine import grader
+
 from course_notebooks import (
     ROOT,
     SECRET_MARKERS,
@@ -73,8 +75,6 @@ def test_release_holds_no_solution_and_no_hidden_check(assignment):
 def expected_scores_with_bugs(assignment: str, bug_names: list[str]) -> dict[str, float]:
     """Points per grade cell of a submission carrying the given bugs (one per function)."""
     bugs = importlib.import_module(f"course_grading.bugs.{assignment}").BUGS
-    import grader
-
     registry = grader.load(assignment)
     scores = {}
     for cell in source_notebook(assignment).cells:

@@ -1,8 +1,11 @@
-"""Public self-checks: numerical Jacobians and the two invariants every flow layer must satisfy.
+"""Public self-checks: numerical Jacobians and the invariants every flow layer must satisfy.
 
-Students use these in the visible checks of the exercises; the tests of this package use them on
-every layer. Each failed check raises :class:`CheckFailed` with what was expected, what came back,
-and by how much they differ.
+The invariants are written here once: the log-det is that of the numerical Jacobian
+(:func:`check_log_det`), ``inverse`` undoes ``forward`` (:func:`check_inverse`), and each sample
+of a batch is transformed on its own (:func:`check_samples_independent`). Students use them in the
+visible checks of the exercises, the tests of this package on every layer, and the course's
+hidden checks on every submission. Each failed check raises :class:`CheckFailed` with what was
+expected, what came back, and by how much they differ.
 """
 
 from __future__ import annotations
@@ -71,28 +74,67 @@ def log_abs_det(jacobians: Tensor) -> Tensor:
     return torch.linalg.slogdet(jacobians).logabsdet
 
 
-def check_log_det(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float = 1e-6) -> None:
+def numerical_log_det(f: BatchMap, x: Tensor) -> Tensor:
+    """``log|det J|`` of a batched map at every sample of ``x``, by central differences: ``[batch]``."""
+    return log_abs_det(numerical_batch_jacobian(f, x))
+
+
+def check_log_det(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float = 1e-6,
+                  what: str = "forward log_det", copy_inputs: bool = False) -> None:
     """Check ``layer(x)``'s ``log_det`` against the log-det of its numerical Jacobian.
 
     Call it with a float64 ``x`` (and a float64 layer): central differences are exact to about
-    ``1e-9`` there, so the default tolerances leave no room for a wrong formula.
+    ``1e-9`` there, so the default tolerances leave no room for a wrong formula. ``what`` names
+    the log-det in the message (for the inverse direction, check ``Inverse(layer)``); for
+    ``copy_inputs`` see :func:`check_inverse`.
     """
-    z, log_det = _call(layer.forward, x, "forward")
-    expected = log_abs_det(numerical_batch_jacobian(lambda v: layer(v)[0], x))
-    assert_close("forward log_det against log|det| of the numerical Jacobian", log_det, expected, atol, rtol)
+    z, log_det = _call(layer.forward, x, "forward", copy_inputs)
+    expected = numerical_log_det(lambda v: _call(layer, v, "forward", copy_inputs)[0], x)
+    assert_close(f"{what} against log|det| of the numerical Jacobian", log_det, expected, atol, rtol)
 
 
-def check_inverse(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float = 1e-6) -> None:
-    """Check that ``inverse(forward(x)) == x`` and that the two log-dets are opposite."""
-    z, forward_log_det = _call(layer.forward, x, "forward")
-    x_again, inverse_log_det = _call(layer.inverse, z, "inverse")
+def check_inverse(layer: nn.Module, x: Tensor, atol: float = 1e-6, rtol: float = 1e-6,
+                  copy_inputs: bool = False) -> None:
+    """Check that ``inverse(forward(x)) == x`` and that the two log-dets are opposite.
+
+    A layer that changes its input in place fails this check (``x`` is no longer what went in).
+    With ``copy_inputs=True`` the layer gets copies of its inputs instead, so that only a check
+    made for that property fails it (the course's hidden checks grade it on its own).
+    """
+    z, forward_log_det = _call(layer.forward, x, "forward", copy_inputs)
+    x_again, inverse_log_det = _call(layer.inverse, z, "inverse", copy_inputs)
     assert_close("inverse(forward(x)) against x", x_again, x, atol, rtol)
     assert_close("inverse log_det against minus the forward log_det", inverse_log_det, -forward_log_det, atol, rtol)
 
 
-def _call(method: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor, name: str) -> tuple[Tensor, Tensor]:
+def check_samples_independent(layer: nn.Module, x: Tensor, changed: Tensor | None = None,
+                              atol: float = 1e-6, rtol: float = 1e-6, copy_inputs: bool = False) -> None:
+    """Check that ``layer`` transforms each sample of a batch on its own.
+
+    ``changed`` is ``x`` with some samples changed (by default sample 0 replaced by a copy of the
+    last one, which keeps it inside the layer's domain); every other sample must come out of
+    ``layer(changed)`` as it came out of ``layer(x)``, with the same log-det. For the inverse
+    direction, check ``Inverse(layer)``; for ``copy_inputs`` see :func:`check_inverse`.
+    """
+    if changed is None:
+        changed = x.clone()
+        changed[0] = x[-1]
+    z, log_det = _call(layer.forward, x, "forward", copy_inputs)
+    z_changed, log_det_changed = _call(layer.forward, changed, "forward", copy_inputs)
+    keep = [b for b in range(x.shape[0]) if torch.equal(changed[b], x[b])]
+    if len(keep) == x.shape[0]:
+        raise ValueError("check_samples_independent needs a batch `changed` in which some sample differs from x")
+    assert_close("output of the samples that did not change, after changing another sample",
+                 z_changed[keep], z[keep], atol, rtol)
+    assert_close("log_det of the samples that did not change, after changing another sample",
+                 log_det_changed[keep], log_det[keep], atol, rtol)
+
+
+def _call(method: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor, name: str,
+          copy_input: bool = False) -> tuple[Tensor, Tensor]:
+    """The ``(output, log_det)`` pair that a flow method returns for ``x`` (or for a copy of it)."""
     with torch.no_grad():
-        result = method(x)
+        result = method(x.clone() if copy_input else x)
     if not (isinstance(result, tuple) and len(result) == 2):
         raise CheckFailed(f"{name} should return a pair (output, log_det), got {type(result).__name__}")
     return result

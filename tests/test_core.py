@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from course_pkg import Flow, Inverse, NormalizingFlow, Sequential, StandardNormal
-from course_pkg.testing import autograd_batch_jacobian, check_inverse, check_log_det, log_abs_det
+from course_pkg.testing import autograd_batch_jacobian, check_inverse, check_log_det, check_samples_independent, log_abs_det
 
 
 class MatrixFlow(Flow):
@@ -99,13 +99,9 @@ def test_autograd_jacobian_agrees_with_the_log_det(x):
 
 def test_composition_keeps_samples_independent(x):
     flow = Sequential(random_matrix_flow(3, 0), SinhFlow(), random_matrix_flow(3, 1))
-    z, log_det = flow(x)
     changed = x.clone()
     changed[3] += 10.0
-    z_changed, log_det_changed = flow(changed)
-    keep = [i for i in range(x.shape[0]) if i != 3]
-    torch.testing.assert_close(z_changed[keep], z[keep])
-    torch.testing.assert_close(log_det_changed[keep], log_det[keep])
+    check_samples_independent(flow, x, changed)
 
 
 def test_flows_do_not_change_their_input(x):

@@ -12,6 +12,7 @@ from course_pkg.testing import (
     autograd_batch_jacobian,
     check_inverse,
     check_log_det,
+    check_samples_independent,
     numerical_batch_jacobian,
     numerical_jacobian,
 )
@@ -68,6 +69,38 @@ def test_check_inverse_catches_a_wrong_inverse():
     check_inverse(Scale(3.0), x)
     with pytest.raises(CheckFailed, match=r"inverse\(forward\(x\)\) against x"):
         check_inverse(Scale(3.0, inverse_error=1e-3), x)
+
+
+def test_check_samples_independent_catches_a_layer_that_mixes_the_batch():
+    class CentreTheBatch(Flow):
+        def forward(self, x):
+            return x - x.mean(dim=0), torch.zeros(x.shape[0], dtype=x.dtype)
+
+    x = torch.randn(5, 3, dtype=torch.float64)
+    check_samples_independent(Scale(3.0), x)
+    changed = x.clone()
+    changed[2] += 1.0
+    check_samples_independent(Scale(3.0), x, changed, atol=0, rtol=0)
+    with pytest.raises(CheckFailed, match=r"output of the samples that did not change"):
+        check_samples_independent(CentreTheBatch(), x)
+    with pytest.raises(ValueError, match=r"some sample differs"):
+        check_samples_independent(Scale(3.0), x, x.clone())
+
+
+def test_a_layer_that_changes_its_input_fails_unless_the_check_copies_the_inputs():
+    class ScaleInPlace(Scale):
+        def forward(self, x):
+            z, log_det = super().forward(x)
+            x.mul_(0)
+            return z, log_det
+
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(CheckFailed, match=r"inverse\(forward\(x\)\) against x"):
+        check_inverse(ScaleInPlace(2.0), x.clone())
+    before = x.clone()
+    check_inverse(ScaleInPlace(2.0), x, copy_inputs=True)
+    check_log_det(ScaleInPlace(2.0), x, copy_inputs=True)
+    torch.testing.assert_close(x, before, atol=0, rtol=0)
 
 
 def test_checks_refuse_a_layer_that_does_not_return_a_pair():

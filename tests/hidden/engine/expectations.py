@@ -1,10 +1,13 @@
 """Helpers shared by the hidden checks of the flow-layer exercises (instructor-only).
 
-Each exercise module (``ex02_elementwise_linear.py``, ``ex03_coupling.py``, ...) registers its
+Each module of ``checks/`` (``ex02_elementwise_linear.py``, ``ex03_coupling.py``, ...) registers its
 checks with the decorator from :func:`single_threaded_checks` and builds them from these
-expectations. Ground truth is the log-determinant of a numerical Jacobian (central differences in
-float64) and, for gradients, central differences in the parameters. Every failed expectation
-raises ``AssertionError`` with what was expected and what came back.
+expectations and from the flow invariants of :mod:`course_pkg.testing`, the one text of those
+(log-det against the numerical Jacobian in float64, round trip, per-sample independence): the
+check server imports it before any student code runs and undoes, or fails as tampering, whatever
+a submission changes in it. For gradients the ground truth is central differences in the
+parameters. Every failed expectation raises ``AssertionError`` with what was expected and what
+came back.
 """
 
 from __future__ import annotations
@@ -93,11 +96,6 @@ def expect_tensor(what: str, value, shape: tuple[int, ...], dtype: torch.dtype) 
     assert value.dtype == dtype, f"{what}: expected dtype {dtype}, got {value.dtype}"
 
 
-def numerical_log_det(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``log|det J|`` of a batched map at every sample of a float64 ``x``: ``[batch]``."""
-    return reference.log_abs_det(reference.numerical_batch_jacobian(f, x))
-
-
 def randomise_parameters(layer: nn.Module, probe: Tensor, scale: float = 0.3) -> None:
     """Move every trainable parameter away from its starting value, whatever it is called, and make
     sure that this changes what ``layer`` does to ``probe``: a layer that ignores its parameters
@@ -125,15 +123,10 @@ def expect_input_untouched(x: Tensor, x_before: Tensor, method: str) -> None:
 
 
 def expect_samples_independent(layer: nn.Module, x: Tensor, tolerance: float) -> None:
-    """Changing sample 1 of a batch leaves the other samples' outputs and log-dets unchanged."""
-    z, log_det = forward(layer, x)
+    """Changing sample 1 of a batch (to ``3 x + 1``) leaves the other samples' outputs and log-dets unchanged."""
     changed = x.clone()
     changed[1] = 3 * changed[1] + 1
-    z_changed, log_det_changed = forward(layer, changed)
-    keep = [b for b in range(x.shape[0]) if b != 1]
-    expect_close("z of the samples that did not change, after changing another sample", z_changed[keep], z[keep], tolerance)
-    expect_close("log_det of the samples that did not change, after changing another sample",
-                 log_det_changed[keep], log_det[keep], tolerance)
+    reference.check_samples_independent(layer, x, changed, tolerance, tolerance, copy_inputs=True)
 
 
 def expect_correct_parameter_gradients(layer: nn.Module, x: Tensor) -> None:
@@ -171,11 +164,3 @@ def expect_correct_parameter_gradients(layer: nn.Module, x: Tensor) -> None:
         expect_close(f"gradient of a loss of z and log_det with respect to parameter {name!r} "
                      "(autograd against central differences; is part of the computation detached?)",
                      autograd, numerical, 1e-5)
-
-
-def expect_round_trip(layer: nn.Module, x: Tensor, tolerance: float) -> None:
-    """``inverse(forward(x)) = x`` and the inverse log-det is minus the forward one."""
-    z, log_det = forward(layer, x)
-    x_again, inverse_log_det = inverse(layer, z)
-    expect_close("inverse(forward(x)) against x", x_again, x, tolerance)
-    expect_close("inverse log_det against minus the forward log_det", inverse_log_det, -log_det, tolerance)

@@ -3,7 +3,7 @@
 For each assignment, makes N synthetic submissions in a scratch copy of the course — a mix of
 correct ones (the source notebook), partly wrong ones (one deliberate bug from the assignment's
 bug list) and broken ones (every solution raises) — and grades them with
-``tests/hidden/batch_grade.py``, first with one worker (SQLite), then with two (PostgreSQL).
+``tests/hidden/instructor/batch_grade.py``, first with one worker (SQLite), then with two (PostgreSQL).
 
 Target (from the issue): 100 submissions of one assignment in under 5 minutes on two cores.
 

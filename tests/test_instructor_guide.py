@@ -254,11 +254,14 @@ def stop_postgres(course: Path) -> None:
 def test_every_command_of_the_guide_runs_and_does_what_it_says():
     scratch = Path(tempfile.mkdtemp(prefix="instructor-guide-"))
     os.chmod(scratch, 0o755)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    course = scratch / "course"  # the student edition goes beside it, to ../student-edition
+    # The guide's commands grade the scratch course, as an instructor's grade the clone that
+    # installed the grading package.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "COURSE_GRADING_ROOT": str(course)}
     for variable in ("COURSE_CHECK_SERVER", "COURSE_CHECK_TIME_LIMIT"):
         env.pop(variable, None)
     timings: list[tuple[int, str, float]] = []
-    course = scratch / "course"  # the student edition goes beside it, to ../student-edition
     try:
         scratch_course(course)
         found = blocks()
@@ -446,7 +449,7 @@ def after_example_cleanup(course: Path, ran: Ran) -> None:
         assert sorted(s.id for s in book.students) == ["alice", "bob", "carol"]
     assert sorted(p.name for p in (course / "solutions").iterdir()) == sorted(p.name for p in (ROOT / "solutions").iterdir())
     assert sorted(p.name for p in (course / "exercises").iterdir()) == sorted(p.name for p in (ROOT / "exercises").iterdir())
-    assert not list((course / "tests" / "hidden").glob(f"{EXAMPLE}*"))
+    assert not list((course / "tests" / "hidden").rglob(f"{EXAMPLE}*"))
     assert sorted(p.name for p in (course / "submitted").iterdir()) == ["alice", "bob"]
 
 
@@ -455,7 +458,7 @@ AFTER: dict[str, Callable[[Path, Ran], None]] = {
     "import course_pkg, nbgrader, torch": after_setup_check,
     "nbgrader db student import students.csv\n": after_roster,
     f"nbgrader generate_assignment {A} --force": after_generate,
-    "python tests/hidden/student_edition.py ../student-edition": after_student_edition,
+    "python tests/hidden/instructor/student_edition.py ../student-edition": after_student_edition,
     f"nbgrader zip_collect {A}": after_zip_collect,
     f"nbgrader autograde {A}\n": after_autograde,
     f"nbgrader autograde {A} --student bob --force": after_regrade_one,

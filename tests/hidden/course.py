@@ -17,7 +17,9 @@ from course_grading import PACKAGE_ROOT, course_folder
 
 HIDDEN_PART = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.DOTALL)
 SECRET_REGION = re.compile(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END (?:SOLUTION|HIDDEN TESTS)", re.DOTALL)
-SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "from course_grading")
+# The markers of nbgrader's secret regions, and the line by which the hidden part of a check cell
+# calls the grader (the grader's name is no secret: the guide and the README speak of it).
+SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "HIDDEN TESTS", "from course_grading.engine.grader import grade")
 
 
 def course_root() -> Path:

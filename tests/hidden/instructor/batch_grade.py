@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     course = Path.cwd()
     if not (course / "nbgrader_config.py").exists() or not (course / "solutions" / args.assignment).is_dir():
         parser.error(f"run this from the course root, which has nbgrader_config.py and solutions/{args.assignment}/")
+    os.environ["COURSE_GRADING_ROOT"] = str(course)  # the check server grades this course's checks
     summary = grade_class(course, args.assignment, args.workers, args.force, args.timeout, database)
     counts: dict[str, int] = {}
     for result in summary.values():

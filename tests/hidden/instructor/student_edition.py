@@ -1,6 +1,6 @@
 """Build what students get, and audit it for anything secret.
 
-    python tests/hidden/student_edition.py OUT [--feedback DIR ...]
+    python tests/hidden/instructor/student_edition.py OUT [--feedback DIR ...]
 
 writes into OUT (which must not exist yet):
 

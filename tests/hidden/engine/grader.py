@@ -159,12 +159,13 @@ def missing(target: str) -> str:
 
 
 def report(target: str, outcomes: list[Outcome]) -> str:
-    """One line per check: its invariant, the points it earned and, on failure, why."""
+    """One line per check: how it ended (its :class:`Status`), its invariant, the points it earned and,
+    on failure, why."""
     earned = sum(o.points for o in outcomes)
     total = sum(o.check.points for o in outcomes)
     lines = [f"Hidden checks of {target}: {earned:g} of {total:g} points"]
     for outcome in outcomes:
-        mark = "passed" if outcome.passed else "FAILED"
+        mark = outcome.status.value if outcome.passed else outcome.status.value.upper()
         lines.append(f"  [{mark}] {outcome.check.description} ({outcome.points:g}/{outcome.check.points:g})")
         if outcome.message:
             lines.append(f"           {outcome.message}")

@@ -136,8 +136,10 @@ class GradeOutsideKernel(NbGraderPreprocessor):
                 # What the feedback shows of the cell: its visible part; the checks' code stays secret.
                 cell.source = HIDDEN_PART.sub(HIDDEN_NOTE, cell.source)
                 cell.execution_count = None
-            elif cell.cell_type == "code":
-                student_cells.append(cell.source)
+            else:
+                cell.metadata.pop(STATUS_KEY, None)  # statuses are the grader's to record, never a submission's
+                if cell.cell_type == "code":
+                    student_cells.append(cell.source)
         return nb, resources
 
     def run_student_cells(self, cells: list[NotebookNode], cwd: str) -> None:

@@ -72,3 +72,20 @@ def expect_params(transformer: str, x: Tensor, params: Tensor, params_per_featur
         f"{transformer} expects params of shape x.shape + ({params_per_feature},) = {expected}, "
         f"got {tuple(params.shape)}"
     )
+
+
+def expect_spline(transformer: str, bins: int, bound: float, min_bin_size: float, min_derivative: float) -> None:
+    """Raise ``ValueError`` unless a spline's arguments give at least two bins of a finite interval, all possible."""
+    if not (isinstance(bins, int) and bins >= 2):
+        raise ValueError(f"{transformer} needs an integer number of bins >= 2 (one bin is the identity), got {bins!r}")
+    if not (bound > 0 and math.isfinite(bound)):
+        raise ValueError(f"{transformer} needs a positive, finite bound, got {bound}")
+    if not 0 < min_bin_size * bins < 1:
+        raise ValueError(
+            f"{transformer} needs 0 < min_bin_size * bins < 1 (each bin at least that share of the interval), "
+            f"got min_bin_size={min_bin_size} with {bins} bins"
+        )
+    if not (0 < min_derivative < 1):
+        raise ValueError(
+            f"{transformer} needs 0 < min_derivative < 1 (the tails' derivative is 1), got {min_derivative}"
+        )

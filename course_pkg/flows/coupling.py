@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from course_pkg.flows._inputs import expect_at_least_two, expect_input, expect_parity, expect_scale_bound
 from course_pkg.flows.base import Flow, sum_except_batch
-from course_pkg.flows.transformers import Additive, Affine, Transformer
+from course_pkg.flows.transformers import Additive, Affine, Transformer, params_from_blocks
 
 # ---------------------------------------------------------------------------- masks
 
@@ -123,7 +123,7 @@ class BaseCoupling(Flow):
                 f"{type(self.transformer).__name__} transformer ({count} number(s) per transformed feature, "
                 f"stacked along dimension 1), got {tuple(conditioner_output.shape)}"
             )
-        return conditioner_output.unflatten(1, (count, features)).movedim(1, -1)
+        return params_from_blocks(conditioner_output, count)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(kept, transformed)``: the conditioner's input and the part the transformer maps."""
@@ -247,8 +247,7 @@ def affine_log_scale_and_shift(conditioner_output: Tensor, scale_bound: float) -
     ``[B, 2 k, ...]`` in, two ``[B, k, ...]`` out: the layout of :class:`BaseCoupling` read by
     :meth:`~course_pkg.flows.transformers.Affine.log_scale_and_shift`, ``s = b tanh(raw_s / b)``.
     """
-    params = conditioner_output.unflatten(1, (2, -1)).movedim(1, -1)
-    return Affine(scale_bound).log_scale_and_shift(params)
+    return Affine(scale_bound).log_scale_and_shift(params_from_blocks(conditioner_output, 2))
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:

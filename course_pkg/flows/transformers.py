@@ -27,6 +27,15 @@ from torch import Tensor, nn
 from course_pkg.flows._inputs import expect_params, expect_scale_bound, expect_spline
 
 
+def params_from_blocks(conditioner_output: Tensor, params_per_feature: int) -> Tensor:
+    """A conditioner's ``P`` blocks along dimension 1 as a transformer's ``params`` (a view).
+
+    ``[B, P F, ...]`` (block ``p`` holding parameter ``p`` of all ``F`` features) to
+    ``[B, F, ..., P]``: the layout that coupling and autoregressive layers share.
+    """
+    return conditioner_output.unflatten(1, (params_per_feature, -1)).movedim(1, -1)
+
+
 class Transformer(nn.Module):
     """A monotone elementwise map ``y = tau(x; params)`` with ``params_per_feature`` numbers per feature.
 

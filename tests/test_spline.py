@@ -6,6 +6,8 @@ params refused) are in ``test_transformers.py``; these are the spline's own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from helpers import single_threaded  # noqa: F401  (a fixture, used through pytestmark)
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_threaded")
 BOUND = 3.0
 SPLINE = RationalQuadraticSpline(bins=8, bound=BOUND)
 FLOAT32_EPS = torch.finfo(torch.float32).eps
+ParamsMaker = Callable[..., Tensor]
 
 
 def random_params(*shape: int, scale: float = 1.0, seed: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -98,7 +101,9 @@ def hard_points(method: str, params: Tensor) -> Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("make_params", [random_params, extreme_params], ids=["normal-params", "params-of-50"])
 @pytest.mark.parametrize("method", ["forward", "inverse"])
-def test_no_nan_or_inf_in_outputs_or_gradients_at_the_hard_points(method: str, make_params, dtype) -> None:  # noqa: ANN001
+def test_no_nan_or_inf_in_outputs_or_gradients_at_the_hard_points(
+    method: str, make_params: ParamsMaker, dtype: torch.dtype
+) -> None:
     raw_params = make_params(64, seed=4).to(dtype)
     x = hard_points(method, raw_params).detach().requires_grad_(True)
     params = raw_params.unsqueeze(1).expand(-1, x.shape[1], -1).detach().requires_grad_(True)
@@ -111,7 +116,7 @@ def test_no_nan_or_inf_in_outputs_or_gradients_at_the_hard_points(method: str, m
 
 @pytest.mark.parametrize("make_params", [random_params, extreme_params], ids=["normal-params", "params-of-50"])
 @pytest.mark.parametrize("method", ["forward", "inverse"])
-def test_ladj_matches_autograd_at_the_hard_points_in_float64(method: str, make_params) -> None:  # noqa: ANN001
+def test_ladj_matches_autograd_at_the_hard_points_in_float64(method: str, make_params: ParamsMaker) -> None:
     """At the knots the spline is only once differentiable; its derivative there is still ``d_k`` from both sides."""
     raw_params = make_params(32, seed=5)
     x = hard_points(method, raw_params)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def sample(transformer: Transformer, dtype: torch.dtype, seed: int = 0) -> tuple
     return x.to(dtype), params.to(dtype)
 
 
-def autograd_log_derivative(method, x: Tensor) -> Tensor:  # noqa: ANN001
+def autograd_log_derivative(method: Callable[[Tensor], tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
     """``log|d method(x)/dx|`` elementwise: the gradient of the sum, since the map is elementwise."""
     x = x.detach().requires_grad_(True)
     (gradient,) = torch.autograd.grad(method(x)[0].sum(), x)
@@ -85,7 +86,9 @@ def test_zero_params_give_the_identity(transformer: Transformer) -> None:
 
 @pytest.mark.parametrize("transformer", TRANSFORMERS, ids=IDS)
 @pytest.mark.parametrize(
-    "params_shape", [(4, 3), (4, 3, 30), (4, 1, None), (4, 3, 1, None)], ids=["no-last", "too-many", "bad-lead", "extra"]
+    "params_shape",
+    [(4, 3), (4, 3, 30), (4, 1, None), (4, 3, 1, None)],
+    ids=["no-last-dimension", "too-many", "wrong-features", "extra-dimension"],
 )
 def test_params_of_the_wrong_shape_are_refused(transformer: Transformer, params_shape: tuple) -> None:
     count = transformer.params_per_feature

@@ -141,8 +141,9 @@ class RationalQuadraticSpline(Transformer):
     root in ``[0, 1]`` of the quadratic ``a xi^2 + b xi + c = 0`` that ``y`` gives, with
     ``c = -s (y - y_k) <= 0``: ``xi = 2 c / (-b - sqrt(b^2 - 4 a c))`` where ``b >= 0`` and the equal
     ``(-b + sqrt(b^2 - 4 a c)) / (2 a)`` where ``b < 0`` (there the first form subtracts two nearly
-    equal numbers, in a wide flat bin that ends steeply, and loses digits). The spline is evaluated only at inputs clamped to
-    ``[-B, B]``, so the branch not taken by ``where`` stays finite and its gradient is zero.
+    equal numbers, in a wide flat bin that ends steeply, and loses digits). The spline is evaluated
+    only at inputs clamped to ``[-B, B]``, so the branch not taken by ``where`` stays finite and its
+    gradient is zero.
 
     Low precision: the knots are a cumulative sum whose bins can be as small as ``2 B m``, finer
     than float16 or bfloat16 resolve near ``B``; inputs and params of less than float32

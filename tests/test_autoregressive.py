@@ -225,6 +225,21 @@ def test_context_changes_the_output_and_is_inverted_with_it() -> None:
     torch.testing.assert_close(inverse_log_det, -log_det)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("transformer", TRANSFORMERS, ids=list(TRANSFORMERS))
+def test_works_under_cpu_autocast(transformer: str, dtype: torch.dtype) -> None:
+    """MADE's masked linear layers run in low precision; outputs, log-dets and gradients stay finite."""
+    layer = randomize_parameters(MaskedAutoregressive(4, TRANSFORMERS[transformer](), (16, 16)), seed=9)
+    x = torch.randn(8, 4).requires_grad_(True)
+    with torch.autocast("cpu", dtype=dtype):
+        z, log_det = layer(x)
+        x_again, _ = layer.inverse(z.detach())
+    (z.float().pow(2).sum() + log_det.float().sum()).backward()
+    for name, value in [("z", z), ("log_det", log_det), ("inverse", x_again), ("x.grad", x.grad)]:
+        assert torch.isfinite(value).all(), name
+    assert all(torch.isfinite(parameter.grad).all() for parameter in layer.parameters())
+
+
 # ---------------------------------------------------------------------------- errors
 
 

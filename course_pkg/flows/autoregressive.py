@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from course_pkg.flows._inputs import expect_context, expect_hidden_features, expect_input
 from course_pkg.flows.base import Flow
-from course_pkg.flows.transformers import Transformer, params_from_blocks
+from course_pkg.flows.transformers import Transformer, expect_transformer, params_from_blocks
 
 Order = str | Sequence[int] | Tensor
 
@@ -166,11 +166,7 @@ class MaskedAutoregressive(Flow):
         activation: type[nn.Module] = nn.SiLU,
     ) -> None:
         super().__init__()
-        if not isinstance(transformer, Transformer):
-            raise TypeError(
-                f"MaskedAutoregressive takes a transformer from course_pkg.flows.transformers (Additive(), "
-                f"Affine(), RationalQuadraticSpline(), ...), got {type(transformer).__name__}"
-            )
+        expect_transformer(type(self).__name__, transformer)
         self.transformer = transformer
         self.conditioner = MADE(
             features, transformer.params_per_feature, hidden_features, order, context_features, seed, activation

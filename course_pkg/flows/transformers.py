@@ -27,6 +27,15 @@ from torch import Tensor, nn
 from course_pkg.flows._inputs import expect_params, expect_scale_bound, expect_spline
 
 
+def expect_transformer(layer: str, transformer: object) -> None:
+    """Raise ``TypeError`` unless ``transformer`` is one of this module's maps (a network, say, is not)."""
+    if not isinstance(transformer, Transformer):
+        raise TypeError(
+            f"{layer} takes a transformer from course_pkg.flows.transformers (Additive(), Affine(), "
+            f"RationalQuadraticSpline(...), ...), got {type(transformer).__name__}"
+        )
+
+
 def params_from_blocks(conditioner_output: Tensor, params_per_feature: int) -> Tensor:
     """A conditioner's ``P`` blocks along dimension 1 as a transformer's ``params`` (a view).
 

@@ -44,9 +44,12 @@ from grader import DelegationRefused, Registry
 
 
 def _optional_module(name: str) -> ModuleType | None:
+    """The module ``name``, or None if it does not exist (an error inside an existing module is raised)."""
     try:
         return importlib.import_module(name)
-    except ImportError:
+    except ModuleNotFoundError as missing:
+        if missing.name != name:
+            raise
         return None
 
 

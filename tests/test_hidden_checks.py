@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
+import types
 
 import pytest
 import torch
+from torch import nn
 
 from course_grading.engine import grader
 from course_notebooks import (
@@ -135,3 +138,28 @@ def test_task_text_names_every_graded_property(assignment):
             assert as_read(check.description) in as_read(graded), (target, check.name, check.description)
         points = re.search(r"^## .*\((\d+) points\)", task, re.MULTILINE)
         assert points and int(points.group(1)) == sum(c.points for c in checks) + 1, target
+
+
+def test_ex04_refuses_whatever_course_pkg_defines_in_its_autoregressive_module(monkeypatch):
+    """The list of reference code that ex04 refuses picks up course_pkg.flows.autoregressive's classes
+    and functions (MADE, MaskedAutoregressive, ...) once that module exists, without an edit."""
+    fake = types.ModuleType("course_pkg.flows.autoregressive")
+
+    class MADE(nn.Module):
+        pass
+
+    def masked_autoregressive():
+        pass
+
+    for item in (MADE, masked_autoregressive):
+        item.__module__ = fake.__name__
+        setattr(fake, item.__name__, item)
+    checks = importlib.import_module("ex04_autoregressive")
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    try:
+        with_fake = importlib.reload(checks)
+        assert MADE in with_fake.REFERENCE_MODULES
+        assert {MADE, masked_autoregressive} <= set(with_fake.REGISTRY.forbidden["MAFLayer"])
+    finally:
+        monkeypatch.undo()
+        importlib.reload(checks)

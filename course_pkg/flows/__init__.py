@@ -1,8 +1,9 @@
 """Flow layers. Every layer follows the direction contract of :class:`Flow`.
 
 The transformers of coupling and autoregressive layers (elementwise maps set by a conditioner,
-not flows themselves) are in :mod:`course_pkg.flows.transformers`: ``transformers.Affine`` is
-RealNVP's map, not the flow layer :class:`~course_pkg.flows.elementwise.Affine` exported here.
+not flows themselves: ``Additive``, ``Affine``, ``RationalQuadraticSpline``) are in
+:mod:`course_pkg.flows.transformers`: ``transformers.Affine`` is RealNVP's map, not the flow layer
+:class:`~course_pkg.flows.elementwise.Affine` exported here.
 """
 
 from course_pkg.flows.base import Flow, Inverse, Sequential, sum_except_batch
@@ -19,6 +20,14 @@ from course_pkg.flows.coupling import (
     channel_mask,
     checkerboard_mask,
     half_mask,
+)
+from course_pkg.flows.autoregressive import (
+    MADE,
+    MaskedAutoregressive,
+    MaskedLinear,
+    autoregressive_order,
+    hidden_degrees,
+    input_degrees,
 )
 from course_pkg.flows.multiscale import FactorOut, Squeeze
 from course_pkg.flows.split_coupling import SplitAdditiveCoupling, SplitAffineCoupling, SplitCoupling, half_split
@@ -48,6 +57,12 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "half_mask",
+    "MADE",
+    "MaskedAutoregressive",
+    "MaskedLinear",
+    "autoregressive_order",
+    "hidden_degrees",
+    "input_degrees",
     "FactorOut",
     "Squeeze",
     "SplitAdditiveCoupling",

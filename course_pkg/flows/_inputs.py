@@ -72,3 +72,42 @@ def expect_params(transformer: str, x: Tensor, params: Tensor, params_per_featur
         f"{transformer} expects params of shape x.shape + ({params_per_feature},) = {expected}, "
         f"got {tuple(params.shape)}"
     )
+
+
+def expect_spline(transformer: str, bins: int, bound: float, min_bin_size: float, min_derivative: float) -> None:
+    """Raise ``ValueError`` unless a spline's arguments give at least two bins of a finite interval, all possible."""
+    if not (isinstance(bins, int) and bins >= 2):
+        raise ValueError(f"{transformer} needs an integer number of bins >= 2 (one bin is the identity), got {bins!r}")
+    if not (bound > 0 and math.isfinite(bound)):
+        raise ValueError(f"{transformer} needs a positive, finite bound, got {bound}")
+    if not 0 < min_bin_size * bins < 1:
+        raise ValueError(
+            f"{transformer} needs 0 < min_bin_size * bins < 1 (each bin at least that share of the interval), "
+            f"got min_bin_size={min_bin_size} with {bins} bins"
+        )
+    if not (0 < min_derivative < 1):
+        raise ValueError(
+            f"{transformer} needs 0 < min_derivative < 1 (the tails' derivative is 1), got {min_derivative}"
+        )
+
+
+def expect_hidden_features(network: str, hidden_features: object) -> None:
+    """Raise ``ValueError`` unless ``hidden_features`` is a tuple (or list) of positive widths, one per hidden layer."""
+    if not (isinstance(hidden_features, tuple | list) and all(isinstance(w, int) and w > 0 for w in hidden_features)):
+        raise ValueError(
+            f"{network} takes hidden_features as a tuple of positive widths, one per hidden layer (say (64, 64)), "
+            f"got {hidden_features!r}"
+        )
+
+
+def expect_context(layer: str, x: Tensor, context: Tensor | None, context_features: int) -> None:
+    """Raise ``ValueError`` unless ``context`` is ``[batch, context_features]`` for ``x``'s batch, or absent if 0."""
+    if context_features == 0:
+        if context is not None:
+            raise ValueError(f"{layer} was built without a context (context_features=0), but got one")
+        return
+    expected = f"[{x.shape[0]}, {context_features}]"
+    if context is None:
+        raise ValueError(f"{layer} needs a context of shape {expected} (context_features={context_features})")
+    if context.shape != (x.shape[0], context_features):
+        raise ValueError(f"{layer} expects a context of shape {expected}, got {tuple(context.shape)}")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from course_pkg.flows._inputs import expect_at_least_two, expect_input, expect_parity, expect_scale_bound
 from course_pkg.flows.base import Flow, sum_except_batch
-from course_pkg.flows.transformers import Additive, Affine, Transformer
+from course_pkg.flows.transformers import Additive, Affine, Transformer, expect_transformer, params_from_blocks
 
 # ---------------------------------------------------------------------------- masks
 
@@ -93,11 +93,7 @@ class BaseCoupling(Flow):
 
     def __init__(self, conditioner: nn.Module, transformer: Transformer) -> None:
         super().__init__()
-        if not isinstance(transformer, Transformer):
-            raise TypeError(
-                f"{type(self).__name__} takes a transformer from course_pkg.flows.transformers (Additive(), "
-                f"Affine(), ...), got {type(transformer).__name__}"
-            )
+        expect_transformer(type(self).__name__, transformer)
         self.conditioner = conditioner
         self.transformer = transformer
 
@@ -123,7 +119,7 @@ class BaseCoupling(Flow):
                 f"{type(self.transformer).__name__} transformer ({count} number(s) per transformed feature, "
                 f"stacked along dimension 1), got {tuple(conditioner_output.shape)}"
             )
-        return conditioner_output.unflatten(1, (count, features)).movedim(1, -1)
+        return params_from_blocks(conditioner_output, count)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(kept, transformed)``: the conditioner's input and the part the transformer maps."""

@@ -154,7 +154,7 @@ def test_ex04_refuses_whatever_course_pkg_defines_in_its_autoregressive_module(m
     for item in (MADE, masked_autoregressive):
         item.__module__ = fake.__name__
         setattr(fake, item.__name__, item)
-    checks = importlib.import_module("ex04_autoregressive")
+    checks = grader.load_module("ex04_autoregressive")
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
     try:
         with_fake = importlib.reload(checks)

@@ -6,14 +6,7 @@ defines its whole class, so that one target's bug cannot leak into another's gra
 and ``IAFLayer`` use the notebook's ``MaskedLinear``, which the bugs below leave correct).
 """
 
-from typing import NamedTuple
-
-
-class Bug(NamedTuple):
-    target: str
-    source: str
-    failing_hidden_checks: frozenset[str]
-    fails_visible_check: bool
+from course_grading.bugs import Bug
 
 
 # Each target is written once with placeholders; a bug is the reference with one or two of them changed.

@@ -20,6 +20,7 @@ from course_pkg.flows.coupling import (
     checkerboard_mask,
     half_mask,
 )
+from course_pkg.flows.continuous import CNF, divergence, exact_probes, hutchinson_probes
 from course_pkg.flows.multiscale import FactorOut, Squeeze
 from course_pkg.flows.split_coupling import SplitAdditiveCoupling, SplitAffineCoupling, SplitCoupling, half_split
 
@@ -48,6 +49,10 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "half_mask",
+    "CNF",
+    "divergence",
+    "exact_probes",
+    "hutchinson_probes",
     "FactorOut",
     "Squeeze",
     "SplitAdditiveCoupling",

@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torchdiffeq
 from torch import Tensor, nn
 
 State = Tensor | tuple[Tensor, ...]
 VectorField = Callable[[Tensor, State], State]
+Derivative = Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, ...]]  # f on tuple states, as the steps use it
 
 METHODS = ("euler", "rk4", "dopri5")
 
@@ -60,6 +60,8 @@ def odeint(
     state = y0 if is_tuple else (y0,)
     checked = _checked(f, state, is_tuple)
     if method == "dopri5":
+        import torchdiffeq  # here, not at the top: it imports scipy.integrate, half a second on every import of course_pkg
+
         times = torch.tensor([t0, t1], dtype=state[0].dtype, device=state[0].device)
         if adjoint:
             solution = torchdiffeq.odeint_adjoint(
@@ -72,9 +74,6 @@ def odeint(
         step = euler_step if method == "euler" else rk4_step
         end = _fixed_steps(step, checked, state, t0, t1, steps)
     return end if is_tuple else end[0]
-
-
-Derivative = Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, ...]]
 
 
 def euler_step(f: Derivative, t: Tensor, y: tuple[Tensor, ...], h: float) -> tuple[Tensor, ...]:

@@ -1,4 +1,5 @@
-"""Conditioner networks for coupling layers: an MLP for vectors and a small convolutional ResNet for images.
+"""Conditioner networks for coupling layers (an MLP for vectors, a small convolutional ResNet for images)
+and the time-dependent vector field of a continuous flow.
 
 A coupling layer never inverts its conditioner, so any network will do. Two choices matter:
 
@@ -12,6 +13,7 @@ A coupling layer never inverts its conditioner, so any network will do. Two choi
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -85,3 +87,26 @@ class ResNet(nn.Sequential):
             activation(),
             _zero_init(nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1)),
         )
+
+
+class TimeMLP(nn.Module):
+    """Time-dependent vector field ``f(t, z) = MLP([z, t])``: ``t`` 0-dim, ``z`` ``[B, features]`` -> ``[B, features]``.
+
+    The time is appended to every sample as one more input feature. The activation is smooth
+    (``tanh`` by default): a continuous flow trained through its exact trace ``tr(df/dz)``
+    differentiates ``f`` twice. The output layer starts at zero, so a new flow is the identity.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        hidden_features: int = 64,
+        num_hidden_layers: int = 2,
+        activation: type[nn.Module] = nn.Tanh,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.net = MLP(features + 1, features, hidden_features, num_hidden_layers, activation)
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        return self.net(torch.cat([z, t.expand(z.shape[0], 1)], dim=1))

@@ -29,6 +29,7 @@ from course_pkg.flows.autoregressive import (
     hidden_degrees,
     input_degrees,
 )
+from course_pkg.flows.continuous import CNF, divergence, exact_probes, hutchinson_probes
 from course_pkg.flows.multiscale import FactorOut, Squeeze
 from course_pkg.flows.split_coupling import SplitAdditiveCoupling, SplitAffineCoupling, SplitCoupling, half_split
 
@@ -63,6 +64,10 @@ __all__ = [
     "autoregressive_order",
     "hidden_degrees",
     "input_degrees",
+    "CNF",
+    "divergence",
+    "exact_probes",
+    "hutchinson_probes",
     "FactorOut",
     "Squeeze",
     "SplitAdditiveCoupling",

@@ -45,6 +45,20 @@ def expect_in_interval(x: Tensor, layer: str, low: float, high: float, closed: b
         raise ValueError(f"{layer} expects values in {interval}, got values in {seen}{nan}")
 
 
+def expect_finite(x: Tensor, layer: str, what: str = "input") -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or infinity; the message names ``what`` of ``layer`` it is.
+
+    Skipped under ``torch.func.vmap``, as in :func:`expect_in_interval`.
+    """
+    try:
+        finite = bool(torch.isfinite(x).all())
+    except RuntimeError:  # vmap refuses data-dependent control flow
+        return
+    if not finite:
+        kinds = [name for name, found in [("NaN", torch.isnan(x)), ("inf", torch.isinf(x))] if found.any()]
+        raise ValueError(f"{layer} expects a finite {what}, got {' and '.join(kinds)} (shape {tuple(x.shape)})")
+
+
 def expect_at_least_two(function: str, name: str, value: int) -> None:
     """Raise ``ValueError`` unless ``value`` features (or channels) split into a part to keep and one to transform."""
     if value < 2:

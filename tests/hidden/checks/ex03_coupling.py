@@ -24,12 +24,13 @@ from course_grading.engine.expectations import (
     forward,
     inverse,
     randomise_parameters,
+    refuse_modules,
     single_threaded_checks,
 )
 from course_pkg import nets
 from course_pkg import testing as reference
 from course_pkg.flows import Inverse, coupling, split_coupling, transformers
-from course_grading.engine.grader import DelegationRefused, Registry
+from course_grading.engine.grader import Registry
 
 # Everything of course_pkg's chapter-3 code that a submission could hand the work to.
 REFERENCE_MODULES = (
@@ -90,12 +91,7 @@ def describe(mask: Tensor) -> str:
 
 
 def refuse_reference_modules(layer: nn.Module) -> None:
-    """Refuse a layer built from course_pkg's networks or coupling layers, even ones made before the check."""
-    for module in layer.modules():
-        if isinstance(module, REFERENCE_MODULES):
-            raise DelegationRefused(
-                f"your layer contains course_pkg's {type(module).__name__}: the exercise asks you to write "
-                "it yourself, without course_pkg's reference implementation")
+    refuse_modules(layer, REFERENCE_MODULES)
 
 
 def coupling_layer(Coupling, mask: Tensor, hidden_features: int = 8, dtype: torch.dtype = torch.float64,

@@ -33,12 +33,13 @@ from course_grading.engine.expectations import (
     forward,
     inverse,
     randomise_parameters,
+    refuse_modules,
     single_threaded_checks,
 )
 from course_pkg import nets
 from course_pkg import testing as reference
 from course_pkg.flows import Inverse, coupling, split_coupling, transformers
-from course_grading.engine.grader import DelegationRefused, Registry
+from course_grading.engine.grader import Registry
 
 
 def _optional_module(name: str) -> ModuleType | None:
@@ -92,12 +93,7 @@ SIZES = (1, 2, 3, 5)  # features of the layers the checks build
 
 
 def refuse_reference_modules(layer: nn.Module) -> None:
-    """Refuse a layer built from course_pkg's networks or layers, even ones made before the check."""
-    for module in layer.modules():
-        if isinstance(module, REFERENCE_MODULES):
-            raise DelegationRefused(
-                f"your layer contains course_pkg's {type(module).__name__}: the exercise asks you to write "
-                "it yourself, without course_pkg's reference implementation")
+    refuse_modules(layer, REFERENCE_MODULES)
 
 
 def autoregressive_layer(Layer, features: int, hidden_features: int = 8, dtype: torch.dtype = torch.float64,

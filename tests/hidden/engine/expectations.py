@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from course_pkg import testing as reference
-from course_grading.engine.grader import Registry
+from course_grading.engine.grader import DelegationRefused, Registry
 
 
 def single_threaded_checks(registry: Registry) -> Callable[[str], Callable[[Callable], Callable]]:
@@ -164,3 +164,12 @@ def expect_correct_parameter_gradients(layer: nn.Module, x: Tensor) -> None:
         expect_close(f"gradient of a loss of z and log_det with respect to parameter {name!r} "
                      "(autograd against central differences; is part of the computation detached?)",
                      autograd, numerical, 1e-5)
+
+
+def refuse_modules(layer: nn.Module, reference_modules: tuple[type, ...]) -> None:
+    """Refuse a layer built from any of ``reference_modules`` (course_pkg's own), even one made before the check."""
+    for module in layer.modules():
+        if isinstance(module, reference_modules):
+            raise DelegationRefused(
+                f"your layer contains course_pkg's {type(module).__name__}: the exercise asks you to write "
+                "it yourself, without course_pkg's reference implementation")

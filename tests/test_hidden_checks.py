@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import importlib
 import re
-import sys
-import types
 
 import pytest
 import torch
-from torch import nn
 
 from course_grading.engine import grader
 from course_notebooks import (
@@ -140,26 +137,16 @@ def test_task_text_names_every_graded_property(assignment):
         assert points and int(points.group(1)) == sum(c.points for c in checks) + 1, target
 
 
-def test_ex04_refuses_whatever_course_pkg_defines_in_its_autoregressive_module(monkeypatch):
-    """The list of reference code that ex04 refuses picks up course_pkg.flows.autoregressive's classes
-    and functions (MADE, MaskedAutoregressive, ...) once that module exists, without an edit."""
-    fake = types.ModuleType("course_pkg.flows.autoregressive")
+def test_refused_reference_code_is_everything_course_pkg_defines_in_the_listed_modules():
+    """ex03 and ex04 refuse every public class and function of the modules they list, so reference
+    code added there later (the spline transformer, MADE, ...) is refused without an edit."""
+    from course_pkg import nets
+    from course_pkg.flows import autoregressive, coupling, transformers
 
-    class MADE(nn.Module):
-        pass
-
-    def masked_autoregressive():
-        pass
-
-    for item in (MADE, masked_autoregressive):
-        item.__module__ = fake.__name__
-        setattr(fake, item.__name__, item)
-    checks = grader.load_module("ex04_autoregressive")
-    monkeypatch.setitem(sys.modules, fake.__name__, fake)
-    try:
-        with_fake = importlib.reload(checks)
-        assert MADE in with_fake.REFERENCE_MODULES
-        assert {MADE, masked_autoregressive} <= set(with_fake.REGISTRY.forbidden["MAFLayer"])
-    finally:
-        monkeypatch.undo()
-        importlib.reload(checks)
+    ex03, ex04 = grader.load_module("ex03_coupling"), grader.load_module("ex04_autoregressive")
+    spline, helper = transformers.RationalQuadraticSpline, transformers.params_from_blocks
+    assert {spline, helper, coupling.Coupling, nets.MLP} <= set(ex03.REGISTRY.forbidden["AffineCoupling"])
+    assert {autoregressive.MADE, autoregressive.MaskedAutoregressive, autoregressive.hidden_degrees, spline} <= set(
+        ex04.REGISTRY.forbidden["MAFLayer"])
+    assert {autoregressive.MADE, autoregressive.MaskedLinear, spline, nets.MLP} <= set(ex04.REFERENCE_MODULES)
+    assert all(isinstance(item, type) for item in ex04.REFERENCE_MODULES)

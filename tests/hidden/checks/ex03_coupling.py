@@ -17,12 +17,14 @@ from torch import Tensor, nn
 from course_grading.engine.expectations import (
     DTYPES,
     TOLERANCE,
+    defined_in,
     expect_close,
     expect_correct_parameter_gradients,
     expect_flow_outputs_untouched_shapes_and_dtypes,
     expect_samples_independent,
     forward,
     inverse,
+    module_classes,
     randomise_parameters,
     refuse_modules,
     single_threaded_checks,
@@ -32,17 +34,9 @@ from course_pkg import testing as reference
 from course_pkg.flows import Inverse, coupling, split_coupling, transformers
 from course_grading.engine.grader import Registry
 
-# Everything of course_pkg's chapter-3 code that a submission could hand the work to.
-REFERENCE_MODULES = (
-    coupling.BaseCoupling, transformers.Transformer, nets.MLP, nets.ResNet, nets.ResidualBlock,
-)
-REFERENCE_CODE = [
-    coupling.half_mask, coupling.alternating_mask, coupling.checkerboard_mask, coupling.channel_mask,
-    coupling.BaseCoupling, coupling.Coupling, coupling.AdditiveCoupling, coupling.AffineCoupling,
-    split_coupling.SplitCoupling, split_coupling.SplitAdditiveCoupling, split_coupling.SplitAffineCoupling,
-    transformers.Transformer, transformers.Additive, transformers.Affine,
-    nets.MLP, nets.ResNet, nets.ResidualBlock,
-]
+# Everything of course_pkg's coupling code that a submission could hand the work to.
+REFERENCE_CODE = defined_in(coupling, split_coupling, transformers, nets)
+REFERENCE_MODULES = module_classes(REFERENCE_CODE)
 
 REGISTRY = Registry()
 REGISTRY.forbidden = {

@@ -15,15 +15,13 @@ task names.
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
 import torch
 from torch import Tensor, nn
 
 from course_grading.engine.expectations import (
     DTYPES,
     TOLERANCE,
+    defined_in,
     expect_close,
     expect_correct_parameter_gradients,
     expect_flow_outputs_untouched_shapes_and_dtypes,
@@ -32,49 +30,22 @@ from course_grading.engine.expectations import (
     expect_tensor,
     forward,
     inverse,
+    module_classes,
     randomise_parameters,
     refuse_modules,
     single_threaded_checks,
 )
 from course_pkg import nets
 from course_pkg import testing as reference
-from course_pkg.flows import Inverse, coupling, split_coupling, transformers
+from course_pkg.flows import Inverse, autoregressive, coupling, split_coupling, transformers
 from course_grading.engine.grader import Registry
 
 
-def _optional_module(name: str) -> ModuleType | None:
-    """The module ``name``, or None if it does not exist (an error inside an existing module is raised)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as missing:
-        if missing.name != name:
-            raise
-        return None
-
-
 # ------------------------------------------------------------------- what a submission may not use
-# The one place to extend: every public class and function *defined* in these modules of course_pkg
-# is refused (a module that does not exist yet is skipped), so new reference code there (MADE,
-# MaskedAutoregressive, RationalQuadraticSpline, ...) is picked up without editing this file.
-REFERENCE_MODULE_NAMES = (
-    "course_pkg.flows.autoregressive",
-    "course_pkg.flows.coupling",
-    "course_pkg.flows.split_coupling",
-    "course_pkg.flows.transformers",
-    "course_pkg.nets",
-)
-
-
-def _defined_in(module: ModuleType) -> list:
-    return [value for name, value in vars(module).items()
-            if not name.startswith("_") and callable(value) and getattr(value, "__module__", None) == module.__name__]
-
-
-REFERENCE_CODE = [item for name in REFERENCE_MODULE_NAMES if (module := _optional_module(name)) is not None
-                  for item in _defined_in(module)]
-# Classes a layer may not contain as a submodule (built before a check runs, so no call is seen).
-REFERENCE_MODULES = tuple(item for item in REFERENCE_CODE if isinstance(item, type) and issubclass(item, nn.Module))
-assert {coupling.BaseCoupling, transformers.Transformer, nets.MLP, split_coupling.SplitCoupling} <= set(REFERENCE_MODULES)
+# Every public class and function defined in these modules of course_pkg (MADE, MaskedAutoregressive,
+# the transformers, the couplings, the networks), and the classes among them as submodules.
+REFERENCE_CODE = defined_in(autoregressive, coupling, split_coupling, transformers, nets)
+REFERENCE_MODULES = module_classes(REFERENCE_CODE)
 
 REGISTRY = Registry()
 REGISTRY.forbidden = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
@@ -173,3 +174,17 @@ def refuse_modules(layer: nn.Module, reference_modules: tuple[type, ...]) -> Non
             raise DelegationRefused(
                 f"your layer contains course_pkg's {type(module).__name__}: the exercise asks you to write "
                 "it yourself, without course_pkg's reference implementation")
+
+
+def defined_in(*modules: ModuleType) -> list:
+    """Every public class and function defined in ``modules``: the reference code a submission may not call.
+
+    New reference code in those modules is refused without an edit of the checks that list them.
+    """
+    return [value for module in modules for name, value in vars(module).items()
+            if not name.startswith("_") and callable(value) and getattr(value, "__module__", None) == module.__name__]
+
+
+def module_classes(code: list) -> tuple[type, ...]:
+    """The ``nn.Module`` classes in ``code``: what a layer may not contain (built before a check runs)."""
+    return tuple(item for item in code if isinstance(item, type) and issubclass(item, nn.Module))

@@ -90,9 +90,10 @@ class ResNet(nn.Sequential):
 
 
 class TimeMLP(nn.Module):
-    """Time-dependent vector field ``f(t, z) = MLP([z, t])``: ``t`` 0-dim, ``z`` ``[B, features]`` -> ``[B, features]``.
+    """Time-dependent vector field ``f(t, z) = MLP([z, t])``: ``t`` 0-dim or ``[B]``, ``z`` ``[B, features]`` -> ``[B, features]``.
 
-    The time is appended to every sample as one more input feature. The activation is smooth
+    The time is appended to every sample as one more input feature: one time for the whole batch
+    (an ODE solver's), or one per sample (flow matching's regression, :mod:`course_pkg.matching`). The activation is smooth
     (``tanh`` by default): a continuous flow trained through its exact trace ``tr(df/dz)``
     differentiates ``f`` twice. The output layer starts at zero, so a new flow is the identity.
     """
@@ -109,4 +110,4 @@ class TimeMLP(nn.Module):
         self.net = MLP(features + 1, features, hidden_features, num_hidden_layers, activation)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.net(torch.cat([z, t.expand(z.shape[0], 1)], dim=1))
+        return self.net(torch.cat([z, t.reshape(-1, 1).expand(z.shape[0], 1)], dim=1))

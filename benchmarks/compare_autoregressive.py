@@ -195,7 +195,7 @@ class _IgnoreContext(nn.Module):
         return self.network(inputs)
 
 
-def _first_half_kept(parity: int) -> Tensor:
+def _transformed_mask(parity: int) -> Tensor:
     """The mask nflows and normflows take (1: transformed), keeping the halves course_pkg's couplings keep."""
     transformed = torch.ones(FEATURES, dtype=torch.int64)
     half = FEATURES // 2
@@ -208,7 +208,7 @@ def nflows_spline_coupling() -> Model:
 
     layers = [
         PiecewiseRationalQuadraticCouplingTransform(
-            _first_half_kept(k % 2), lambda d_in, d_out: _IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
+            _transformed_mask(k % 2), lambda d_in, d_out: _IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
             tails="linear", tail_bound=BOUND,
         )
         for k in range(COUPLINGS)
@@ -262,7 +262,7 @@ def normflows_spline_coupling() -> Model:
 
     flows = [
         _data_to_latent(PiecewiseRationalQuadraticCoupling(
-            _first_half_kept(k % 2), lambda d_in, d_out: _IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
+            _transformed_mask(k % 2), lambda d_in, d_out: _IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
             tails="linear", tail_bound=BOUND,
         ))
         for k in range(COUPLINGS)

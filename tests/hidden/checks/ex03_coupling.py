@@ -372,8 +372,8 @@ def pixels_and_noise(shape: tuple[int, ...], pixel_dtype: torch.dtype = torch.fl
 def expected_bits(log_prob: LogProb, images: Tensor, noise: Tensor) -> Tensor:
     """(-log p(x) + D log 256) / (D log 2) at the dequantized x = (k + u) / 256, D = C H W: [B]."""
     x = (images.to(torch.float64) + noise) / 256
-    dimension = images[0].numel()
-    return (-log_prob(x) + dimension * math.log(256)) / (dimension * math.log(2))
+    nats_per_dimension = -log_prob(x) / images[0].numel()
+    return (nats_per_dimension + math.log(256)) / math.log(2)
 
 
 def expect_bits(dequantized_bits_per_dim, log_prob: LogProb, images: Tensor, noise: Tensor, expected: Tensor,

@@ -108,9 +108,16 @@ GRADED_LIST = "**What the hidden checks grade**"
 
 
 def task_text(notebook, target: str) -> str:
-    """The markdown cell above ``target``'s solution cell: the task as the student reads it."""
+    """The markdown above ``target``'s solution cell, back to its section's heading: the task as the
+    student reads it (a diagnosis task shows its given code between the heading and the task)."""
     index = next(i for i, c in enumerate(notebook.cells) if nbgrader_role(c).get("grade_id") == target)
-    return notebook.cells[index - 1].source
+    section = []
+    for cell in reversed(notebook.cells[:index]):
+        if cell.cell_type == "markdown":
+            section.insert(0, cell.source)
+            if re.search(r"^## ", cell.source, re.MULTILINE):
+                break
+    return "\n\n".join(section)
 
 
 def as_read(markdown: str) -> str:

@@ -45,9 +45,12 @@ def _distinctive(lines: list[str], min_length: int) -> list[str]:
 
 
 def secret_lines(assignment: str) -> list[str]:
-    """Distinctive lines of the solution regions and hidden parts of an assignment's source notebook."""
+    """Distinctive lines of the solution regions and hidden parts of an assignment's source notebook,
+    other than lines its release shows anyway (a diagnosis task's given code shares most of its fix)."""
     source = "\n".join(cell.source for cell in source_notebook(assignment).cells)
-    return _distinctive([line for region in SECRET_REGION.findall(source) for line in region.splitlines()], 13)
+    released = {line.strip() for line in SECRET_REGION.sub("", source).splitlines()}
+    secret = [line for region in SECRET_REGION.findall(source) for line in region.splitlines()]
+    return [line for line in _distinctive(secret, 13) if line not in released]
 
 
 def hidden_check_lines(assignment: str) -> list[str]:

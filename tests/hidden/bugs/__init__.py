@@ -1,6 +1,7 @@
 """One module per assignment, named after it: its deliberately wrong solutions (``BUGS``, ``ONE_BUG_PER_FUNCTION``)."""
 
 from course_grading import course_folder
+from course_grading.course import source_notebook
 
 # The course being graded holds the modules (a copy of the course may add an assignment).
 __path__.insert(0, str(course_folder("bugs")))
@@ -15,3 +16,12 @@ class Bug(NamedTuple):
     source: str
     failing_hidden_checks: frozenset[str]
     fails_visible_check: bool
+
+
+def given_code(assignment: str, target: str) -> str:
+    """The read-only cell ``given_<target>`` of a diagnosis task: the buggy code exactly as students get it.
+
+    A submission that hands it in unchanged is one of the task's bugs, written once, in the notebook.
+    """
+    cells = source_notebook(assignment).cells
+    return next(c.source for c in cells if c.metadata.get("nbgrader", {}).get("grade_id") == f"given_{target}")

@@ -5,7 +5,7 @@ slips through, or one that costs the points of an unrelated check, fails the sui
 defines its whole class, so that one class's bug cannot leak into another's grade.
 """
 
-from course_grading.bugs import Bug
+from course_grading.bugs import Bug, given_code
 
 
 # Each class is written once with placeholders; a bug is the reference with one or two of them changed.
@@ -122,6 +122,24 @@ def _lu_linear(**changes: str) -> str:
     return _LU_LINEAR.format(**{**_LU_LINEAR_REFERENCE, **changes})
 
 
+_SIGMOID = '''
+class SigmoidFlow(nn.Module):
+    def forward(self, x):
+        z = torch.sigmoid(x)
+        return z, {forward_sign}(torch.log(z) + torch.log1p(-z)).flatten(1).sum(dim=1)
+
+    def inverse(self, z):
+        x = torch.log(z) - torch.log1p(-z)
+        return x, -({inverse_terms}){inverse_sum}
+'''
+_SIGMOID_REFERENCE = dict(forward_sign="", inverse_terms="torch.log(z) + torch.log1p(-z)",
+                          inverse_sum=".flatten(1).sum(dim=1)")
+
+
+def _sigmoid(**changes: str) -> str:
+    return _SIGMOID.format(**{**_SIGMOID_REFERENCE, **changes})
+
+
 BUGS = {
     # ------------------------------------------------------------------------------- ActNorm
     "actnorm_initialises_on_every_call": Bug(
@@ -210,7 +228,36 @@ BUGS = {
         frozenset({"lu_linear_inverse_to_1e_6_in_float64"}),
         True,
     ),
+    # ------------------------------------------------------------------- SigmoidFlow (diagnosis)
+    "sigmoid_as_given": Bug(
+        "SigmoidFlow",
+        given_code("ex02_elementwise_linear", "SigmoidFlow"),  # the inverse returns log|det dz/dx|
+        frozenset({"sigmoid_inverse_log_det_matches_numerical_jacobian", "sigmoid_inverse_log_det_counts_every_pixel",
+                   "sigmoid_round_trip_negates_log_det"}),
+        True,
+    ),
+    "sigmoid_negates_the_forward_instead": Bug(
+        "SigmoidFlow",
+        _sigmoid(forward_sign="-", inverse_terms="-torch.log(z) - torch.log1p(-z)"),  # the two still cancel
+        frozenset({"sigmoid_inverse_log_det_matches_numerical_jacobian", "sigmoid_inverse_log_det_counts_every_pixel",
+                   "sigmoid_forward_unchanged"}),
+        True,
+    ),
+    "sigmoid_inverse_sums_channels_only": Bug(
+        "SigmoidFlow",
+        _sigmoid(inverse_sum=".sum(dim=1)"),  # right for [B, D], [B, H, W] for images
+        frozenset({"sigmoid_inverse_log_det_counts_every_pixel", "sigmoid_round_trip_negates_log_det"}),
+        False,
+    ),
+    "sigmoid_inverse_log_det_at_sigmoid_of_z": Bug(
+        "SigmoidFlow",
+        _sigmoid(inverse_terms="torch.log(torch.sigmoid(z)) + torch.log1p(-torch.sigmoid(z))"),
+        frozenset({"sigmoid_inverse_log_det_matches_numerical_jacobian", "sigmoid_inverse_log_det_counts_every_pixel",
+                   "sigmoid_round_trip_negates_log_det"}),
+        True,
+    ),
 }
 
 # One bug per class: the "buggy student" of the grading-pipeline test.
-ONE_BUG_PER_FUNCTION = ["actnorm_log_det_ignores_pixels", "leaky_relu_inverse_log_det_sign", "lu_linear_log_det_by_slogdet"]
+ONE_BUG_PER_FUNCTION = ["actnorm_log_det_ignores_pixels", "leaky_relu_inverse_log_det_sign", "lu_linear_log_det_by_slogdet",
+                        "sigmoid_as_given"]

@@ -5,7 +5,7 @@ slips through, or one that costs the points of an unrelated check, fails the sui
 defines its whole function or class, so that one target's bug cannot leak into another's grade.
 """
 
-from course_grading.bugs import Bug
+from course_grading.bugs import Bug, given_code
 
 
 # Each target is written once with placeholders; a bug is the reference with one or two of them changed.
@@ -99,6 +99,22 @@ _AFFINE_REFERENCE = dict(
 def _affine(**changes: str) -> str:
     return _AFFINE.format(**{**_AFFINE_REFERENCE, **changes})
 
+
+_BITS = '''
+def dequantized_bits_per_dim(log_prob, images, noise):
+    x = {x}
+    dimension = {dimension}
+    return (-log_prob(x) + dimension * math.log(256)) / (dimension * {log_base})
+'''
+_BITS_REFERENCE = dict(x="(images + noise) / 256", dimension="math.prod(images.shape[1:])", log_base="math.log(2)")
+
+
+def _bits(**changes: str) -> str:
+    return _BITS.format(**{**_BITS_REFERENCE, **changes})
+
+
+_BITS_CHECKS = frozenset({"uniform_density_gives_eight_bits", "bits_match_the_gaussian_closed_form",
+                          "bits_for_any_image_shape"})
 
 BUGS = {
     # ------------------------------------------------------------------------ checkerboard_mask
@@ -236,8 +252,45 @@ class AdditiveCoupling(ReferenceCoupling):
                    "affine_gradients_reach_every_parameter", "affine_scale_is_bounded"}),
         False,
     ),
+    # ----------------------------------------------------- dequantized_bits_per_dim (diagnosis)
+    "bits_as_given": Bug(
+        "dequantized_bits_per_dim",
+        given_code("ex03_coupling", "dequantized_bits_per_dim"),  # the + D log 256 of the rescaling is missing
+        _BITS_CHECKS,
+        True,
+    ),
+    "bits_rescale_by_255": Bug(
+        "dequantized_bits_per_dim", _bits(x="(images + noise) / 255"),  # the bins no longer fill [0, 1)
+        _BITS_CHECKS - {"uniform_density_gives_eight_bits"}, False,
+    ),
+    "bits_forget_the_noise": Bug(
+        "dequantized_bits_per_dim", _bits(x="images / 256"),  # log p at the bins' corners
+        _BITS_CHECKS - {"uniform_density_gives_eight_bits"}, False,
+    ),
+    "bits_hard_code_mnist": Bug(
+        "dequantized_bits_per_dim", _bits(dimension="784"),  # D of a 28 x 28 image only
+        frozenset({"bits_for_any_image_shape"}), True,
+    ),
+    "bits_count_the_batch": Bug(
+        "dequantized_bits_per_dim", _bits(dimension="images.numel()"),  # B * D, not D
+        _BITS_CHECKS - {"uniform_density_gives_eight_bits"}, True,
+    ),
+    "bits_in_nats": Bug(
+        "dequantized_bits_per_dim", _bits(log_base="1"),  # nats per dimension
+        _BITS_CHECKS, True,
+    ),
+    "bits_delegate_to_course_pkg": Bug(
+        "dequantized_bits_per_dim",
+        '''
+def dequantized_bits_per_dim(log_prob, images, noise):
+    from course_pkg.preprocessing import discrete_bits_per_dim
+    return discrete_bits_per_dim(log_prob((images + noise) / 256), math.prod(images.shape[1:]))
+''',
+        _BITS_CHECKS, False,
+    ),
 }
 
 # One bug per target: the "buggy student" of the grading-pipeline test.
 ONE_BUG_PER_FUNCTION = ["checkerboard_from_flat_alternating", "additive_inverse_adds_the_shift",
-                        "affine_log_det_sums_the_batch"]
+                        "affine_log_det_sums_the_batch",
+                        "bits_as_given"]

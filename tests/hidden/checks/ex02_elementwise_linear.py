@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from course_grading.engine.expectations import (
@@ -37,6 +38,8 @@ REGISTRY.forbidden = {
     "ActNorm": [elementwise.ActNorm, elementwise.Affine],
     "LeakyReLUFlow": [elementwise.LeakyReLUFlow],
     "LULinear": [linear.LULinear, linear.LUWeight],
+    "SigmoidFlow": [elementwise.Sigmoid, elementwise.Logit, elementwise._sigmoid_with_log_det,
+                    elementwise._logit_with_log_det],
 }
 check = single_threaded_checks(REGISTRY)
 
@@ -341,3 +344,57 @@ def lu_linear_gradients_reach_every_parameter(LULinear) -> None:
         layer = random_lu_linear(LULinear, features)
         expect_correct_parameter_gradients(layer, torch.randn(3, features, dtype=torch.float64))
 
+
+
+# ---------------------------------------------------------------------- SigmoidFlow (diagnosis)
+
+
+def sigmoid_log_det(x: Tensor) -> Tensor:
+    """The given forward's log-det, ``sum_i log sigmoid'(x_i) = sum_i [log sigmoid(x_i) + log sigmoid(-x_i)]``: [B]."""
+    return (F.logsigmoid(x) + F.logsigmoid(-x)).flatten(1).sum(dim=1)
+
+
+def inside_unit_interval(*shape: int) -> Tensor:
+    """float64 values in ``(0.05, 0.95)``, where the logit's numerical Jacobian is well conditioned."""
+    return 0.05 + 0.9 * torch.rand(*shape, dtype=torch.float64)
+
+
+def expect_sigmoid_inverse_log_det(SigmoidFlow, shapes: list[tuple[int, ...]]) -> None:
+    """The inverse's log_det against log|det| of the logit's numerical Jacobian, for z of each shape."""
+    for shape in shapes:
+        reference.check_log_det(Inverse(SigmoidFlow()), inside_unit_interval(*shape),
+                                what=f"inverse log_det for z of shape {shape}", copy_inputs=True)
+
+
+@check("SigmoidFlow")
+def sigmoid_inverse_log_det_matches_numerical_jacobian(SigmoidFlow) -> None:
+    """inverse log_det of [B, D] inputs equals log|det| of the numerical Jacobian of the logit"""
+    expect_sigmoid_inverse_log_det(SigmoidFlow, [(4, 3), (3, 6), (1, 1)])
+
+
+@check("SigmoidFlow")
+def sigmoid_inverse_log_det_counts_every_pixel(SigmoidFlow) -> None:
+    """inverse log_det of [B, C, H, W] inputs sums over every channel and pixel (numerical Jacobian)"""
+    expect_sigmoid_inverse_log_det(SigmoidFlow, [(3, 2, 3, 2), (2, 1, 4, 3)])
+
+
+@check("SigmoidFlow")
+def sigmoid_round_trip_negates_log_det(SigmoidFlow) -> None:
+    """inverse undoes forward and its log_det is minus the forward one; shapes and float32/float64 kept"""
+    layer = SigmoidFlow()
+    for dtype in DTYPES:
+        for shape in [(6, 4), (3, 2, 3, 3)]:
+            x = 1.5 * torch.randn(*shape, dtype=dtype)
+            expect_flow_outputs_untouched_shapes_and_dtypes(layer, x)
+            reference.check_inverse(layer, x, TOLERANCE[dtype], TOLERANCE[dtype], copy_inputs=True)
+
+
+@check("SigmoidFlow")
+def sigmoid_forward_unchanged(SigmoidFlow) -> None:
+    """forward is the given one: z = sigmoid(x) and log_det = sum of log sigmoid(x) + log(1 - sigmoid(x))"""
+    layer = SigmoidFlow()
+    for shape in [(5, 4), (3, 2, 2, 3)]:
+        x = 2 * torch.randn(*shape, dtype=torch.float64)
+        z, log_det = forward(layer, x)
+        expect_close(f"z for x of shape {shape} against sigmoid(x)", z, torch.sigmoid(x))
+        expect_close(f"log_det for x of shape {shape} against the given forward's", log_det, sigmoid_log_det(x))

@@ -11,6 +11,9 @@ The checks never assume how a student splits the features, sizes the network or 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -22,6 +25,7 @@ from course_grading.engine.expectations import (
     expect_correct_parameter_gradients,
     expect_flow_outputs_untouched_shapes_and_dtypes,
     expect_samples_independent,
+    expect_tensor,
     forward,
     inverse,
     module_classes,
@@ -29,7 +33,7 @@ from course_grading.engine.expectations import (
     refuse_modules,
     single_threaded_checks,
 )
-from course_pkg import nets
+from course_pkg import nets, preprocessing
 from course_pkg import testing as reference
 from course_pkg.flows import Inverse, coupling, split_coupling, transformers
 from course_grading.engine.grader import Registry
@@ -43,6 +47,7 @@ REGISTRY.forbidden = {
     "checkerboard_mask": REFERENCE_CODE,
     "AdditiveCoupling": REFERENCE_CODE,
     "AffineCoupling": REFERENCE_CODE,
+    "dequantized_bits_per_dim": defined_in(preprocessing),
 }
 check = single_threaded_checks(REGISTRY)
 
@@ -342,3 +347,67 @@ def affine_scale_is_bounded(AffineCoupling) -> None:
                 assert largest <= bound * (1 + 1e-5), (
                     f"{method} log_det ({where}): expected |log_det| <= {bound:g} ({transformed} transformed "
                     f"feature(s), |s| <= {SCALE_BOUND:g} each), got {largest:.4g}: bound s by a fixed constant")
+
+
+# ------------------------------------------------------------- dequantized_bits_per_dim (diagnosis)
+
+LogProb = Callable[[Tensor], Tensor]
+
+
+def uniform_log_prob(x: Tensor) -> Tensor:
+    """The uniform density on [0, 1)^D: log p(x) = 0 for every sample, [B]."""
+    return x.new_zeros(x.shape[0])
+
+
+def gaussian_log_prob(mean: float, std: float) -> LogProb:
+    """x [B, ...] -> log N(x; mean, std^2 I), summed over every dimension but the batch: [B] (nats)."""
+    return lambda x: (-((x - mean) / std) ** 2 / 2 - math.log(std) - math.log(2 * math.pi) / 2).flatten(1).sum(dim=1)
+
+
+def pixels_and_noise(shape: tuple[int, ...], pixel_dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Random 8-bit pixel values k (whole numbers in {0, ..., 255}) and noise u ~ U[0, 1), float64, both ``shape``."""
+    return torch.randint(0, 256, shape).to(pixel_dtype), torch.rand(shape, dtype=torch.float64)
+
+
+def expected_bits(log_prob: LogProb, images: Tensor, noise: Tensor) -> Tensor:
+    """(-log p(x) + D log 256) / (D log 2) at the dequantized x = (k + u) / 256, D = C H W: [B]."""
+    x = (images.to(torch.float64) + noise) / 256
+    nats_per_dimension = -log_prob(x) / images[0].numel()
+    return (nats_per_dimension + math.log(256)) / math.log(2)
+
+
+def expect_bits(dequantized_bits_per_dim, log_prob: LogProb, images: Tensor, noise: Tensor, expected: Tensor,
+                what: str) -> None:
+    bits = dequantized_bits_per_dim(log_prob, images.clone(), noise.clone())
+    expect_tensor(f"bits per dimension of {what}", bits, (images.shape[0],), torch.float64)
+    expect_close(f"bits per dimension of {what}", bits, expected, 1e-9)
+
+
+def expect_gaussian_bits(dequantized_bits_per_dim, shapes: list[tuple[int, ...]], pixel_dtype: torch.dtype) -> None:
+    for shape in shapes:
+        images, noise = pixels_and_noise(shape, pixel_dtype)
+        for mean, std in [(0.5, 0.25), (0.3, 1.5)]:
+            log_prob = gaussian_log_prob(mean, std)
+            expect_bits(dequantized_bits_per_dim, log_prob, images, noise, expected_bits(log_prob, images, noise),
+                        f"{pixel_dtype} images of shape {shape} under N({mean:g}, {std:g}^2) per dimension")
+
+
+@check("dequantized_bits_per_dim")
+def uniform_density_gives_eight_bits(dequantized_bits_per_dim) -> None:
+    """a uniform density on [0, 1)^D (log p = 0) gives exactly 8 bits per dimension, one value per image: [B]"""
+    for shape in [(4, 1, 28, 28), (3, 3, 4, 4), (1, 1, 1, 1)]:
+        images, noise = pixels_and_noise(shape)
+        expect_bits(dequantized_bits_per_dim, uniform_log_prob, images, noise,
+                    torch.full((shape[0],), 8.0, dtype=torch.float64), f"images of shape {shape} under the uniform density")
+
+
+@check("dequantized_bits_per_dim")
+def bits_match_the_gaussian_closed_form(dequantized_bits_per_dim) -> None:
+    """matches the closed form under Gaussian densities, at the dequantized x = (k + u) / 256, for MNIST-shaped images"""
+    expect_gaussian_bits(dequantized_bits_per_dim, [(5, 1, 28, 28)], torch.float64)
+
+
+@check("dequantized_bits_per_dim")
+def bits_for_any_image_shape(dequantized_bits_per_dim) -> None:
+    """works for images of any C x H x W, uint8 pixels included"""
+    expect_gaussian_bits(dequantized_bits_per_dim, [(2, 3, 5, 7), (3, 2, 8, 3), (2, 1, 1, 1)], torch.uint8)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import importlib.metadata
 import math
 import os
 import platform
@@ -57,6 +56,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,6 +69,10 @@ from course_pkg.flows import CNF
 from course_pkg.matching import flow_matching_loss, wasserstein2
 from course_pkg.nets import TimeMLP
 from course_pkg.ode import odeint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
+import _measure  # noqa: E402
+from _measure import cpu_model, load_line, version  # noqa: E402
 
 LIBRARIES = ("course_pkg", "zuko", "torchcfm")
 HIDDEN = 64
@@ -319,47 +323,9 @@ def ratio(timings: dict[str, Timing], ours: str = "course_pkg") -> Ratio | None:
 
 
 def available(libraries: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """The libraries that import, and a reason for each that does not."""
+    """The libraries that import (zuko's transforms, torchcfm's matchers), and a reason for each that does not."""
     modules = {"zuko": "zuko.transforms", "torchcfm": "torchcfm.conditional_flow_matching"}
-    ready, missing = [], {}
-    for library in libraries:
-        try:
-            if library in modules:
-                importlib.import_module(modules[library])
-        except ImportError as error:
-            missing[library] = f"not installed ({error}); pip install --no-deps -r benchmarks/requirements.txt"
-        except Exception as error:  # a library that cannot run here is reported, not faked
-            missing[library] = f"cannot run here: {type(error).__name__}: {error}"
-        else:
-            ready.append(library)
-    return ready, missing
-
-
-def version(library: str) -> str:
-    try:
-        return importlib.metadata.version(library)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load_line(when: str) -> str:
-    """The 1-minute load average: timings from a machine busy with other work are slower and noisier."""
-    if not hasattr(os, "getloadavg"):
-        return f"load average {when}: unknown"
-    load = os.getloadavg()[0]
-    busy = load > 1.5 + 0.25 * (os.cpu_count() or 1)
-    return f"load average {when}: {load:.2f}" + (" -- the machine is busy: times are inflated and noisy" if busy else "")
+    return _measure.available(libraries, lambda library: library in modules and importlib.import_module(modules[library]))
 
 
 def cnf_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[tuple[int, str, bool], Ratio | None]:

@@ -51,17 +51,15 @@ import importlib
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils import benchmark
 
 from course_pkg.data import toy_data
 from course_pkg.distributions import NormalizingFlow, StandardNormal
@@ -72,7 +70,7 @@ from course_pkg.ode import odeint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
 import _measure  # noqa: E402
-from _measure import cpu_model, load_line, version  # noqa: E402
+from _measure import Ratio, Timing, cpu_model, fastest_other, load_line, measure, version  # noqa: E402
 
 LIBRARIES = ("course_pkg", "zuko", "torchcfm")
 HIDDEN = 64
@@ -272,51 +270,13 @@ def train_and_sample(library: str, coupling: str, args: argparse.Namespace, held
 # ----------------------------------------------------------------------------------- measuring
 
 
-@dataclass
-class Timing:
-    times: list[float] = field(default_factory=list)  # seconds per call, one per blocked_autorange block
-    round_medians: list[float] = field(default_factory=list)  # seconds per call, one per round
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-
-def measure(calls: dict[str, Callable[[], object]], num_threads: int, rounds: int,
-            min_run_time: float) -> dict[str, Timing]:
-    """Median time of each call with ``num_threads``; the calls take turns in each round."""
-    timings = {name: Timing() for name in calls}
-    for call in calls.values():  # warm-up: first-call allocations, lazy initialisation
-        call()
-    for _ in range(rounds):
-        for name, call in calls.items():
-            timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=num_threads)
-            result = timer.blocked_autorange(min_run_time=min_run_time)
-            timings[name].times.extend(result.times)
-            timings[name].round_medians.append(result.median)
-    return timings
-
-
-@dataclass
-class Ratio:
-    """course_pkg / ``against`` over all blocks, and the same ratio within each round (paired in time)."""
-
-    value: float
-    against: str
-    per_round: list[float]
-
-    def describe(self) -> str:
-        return f"{self.value:.3f} (vs {self.against}; per round {min(self.per_round):.2f} to {max(self.per_round):.2f})"
-
-
-def ratio(timings: dict[str, Timing], ours: str = "course_pkg") -> Ratio | None:
-    """``ours`` / the fastest other in ``timings``, or None when there is no pair to compare."""
-    others = {name: timing.median for name, timing in timings.items() if name != ours}
-    if ours not in timings or not others:
+def ratio(timings: dict[str, Timing]) -> Ratio | None:
+    """course_pkg / the fastest other in ``timings``, or None when there is no pair to compare."""
+    fastest = fastest_other({name: timing.median for name, timing in timings.items()})
+    if fastest is None:
         return None
-    fastest = min(others, key=others.get)
-    per_round = [a / b for a, b in zip(timings[ours].round_medians, timings[fastest].round_medians, strict=True)]
-    return Ratio(timings[ours].median / timings[fastest].median, fastest, per_round)
+    per_round = [a / b for a, b in zip(timings['course_pkg'].round_medians, timings[fastest].round_medians, strict=True)]
+    return Ratio(timings['course_pkg'].median / timings[fastest].median, fastest, per_round)
 
 
 # ----------------------------------------------------------------------------------- reporting

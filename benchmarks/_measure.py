@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils import benchmark
 
 INSTALL_HINT = "pip install --no-deps -r benchmarks/requirements.txt"
@@ -184,3 +184,14 @@ def print_timings(title: str, timings: dict[int, dict[str, Timing]]) -> dict[int
     print(f"  {'ratio':12}{cells}   (course_pkg / fastest other; ± is the IQR of the blocks)")
     print(f"  {'per round':12}{rounds}   (the same ratio within each round)")
     return ratios
+
+
+class IgnoreContext(nn.Module):
+    """A conditioner for nflows and normflows, which call it as ``net(inputs, context)``."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.network(inputs)

@@ -61,7 +61,7 @@ from course_pkg.models import vector_couplings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
 import _measure  # noqa: E402
-from _measure import Ratio, Timing, load_line, measure, print_timings, training_step  # noqa: E402
+from _measure import IgnoreContext, Ratio, Timing, load_line, measure, print_timings, training_step  # noqa: E402
 
 # nflows' and normflows' couplings warn that a conditioner with a random last layer is "bad initialisation"
 warnings.filterwarnings("ignore", message="Inputs to the softmax are not scaled down")
@@ -184,17 +184,6 @@ def nflows_autoregressive(inverse: bool) -> Model:
     return nflows_flow(layers)
 
 
-class _IgnoreContext(nn.Module):
-    """nflows and normflows call a coupling conditioner as ``net(inputs, context)``."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.network(inputs)
-
-
 def _transformed_mask(parity: int) -> Tensor:
     """The mask nflows and normflows take (1: transformed), keeping the halves course_pkg's couplings keep."""
     transformed = torch.ones(FEATURES, dtype=torch.int64)
@@ -208,7 +197,7 @@ def nflows_spline_coupling() -> Model:
 
     layers = [
         PiecewiseRationalQuadraticCouplingTransform(
-            _transformed_mask(k % 2), lambda d_in, d_out: _IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
+            _transformed_mask(k % 2), lambda d_in, d_out: IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
             tails="linear", tail_bound=BOUND,
         )
         for k in range(COUPLINGS)
@@ -262,7 +251,7 @@ def normflows_spline_coupling() -> Model:
 
     flows = [
         _data_to_latent(PiecewiseRationalQuadraticCoupling(
-            _transformed_mask(k % 2), lambda d_in, d_out: _IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
+            _transformed_mask(k % 2), lambda d_in, d_out: IgnoreContext(mlp(d_in, d_out)), num_bins=BINS,
             tails="linear", tail_bound=BOUND,
         ))
         for k in range(COUPLINGS)

@@ -52,7 +52,7 @@ from course_pkg.models import RealNVP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
 import _measure  # noqa: E402
-from _measure import Timing, fastest_other, load_line, measure, print_timings, training_step  # noqa: E402
+from _measure import IgnoreContext, Timing, fastest_other, load_line, measure, print_timings, training_step  # noqa: E402
 
 LIBRARIES = ("course_pkg", "zuko", "nflows", "normflows")
 NUM_COUPLINGS = 8
@@ -130,17 +130,6 @@ def build_zuko(features: int) -> Model:
     return Model(flow, lambda x: flow().log_prob(x), conditioners)
 
 
-class _IgnoreContext(nn.Module):
-    """nflows calls its conditioner as ``net(inputs, context)``."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.network(inputs)
-
-
 def build_nflows(features: int) -> Model:
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow
@@ -152,7 +141,7 @@ def build_nflows(features: int) -> Model:
         kept = _kept_even_odd(features, k)
         transformed = torch.ones(features, dtype=torch.int64)
         transformed[kept] = 0  # nflows' mask marks the features it transforms
-        layer = AffineCouplingTransform(transformed, lambda d_in, d_out: _IgnoreContext(conditioner(d_in, d_out)))
+        layer = AffineCouplingTransform(transformed, lambda d_in, d_out: IgnoreContext(conditioner(d_in, d_out)))
         layers.append(layer)
     flow = Flow(CompositeTransform(layers), StandardNormal([features]))
     return Model(flow, flow.log_prob, [_linears(layer.transform_net) for layer in layers])

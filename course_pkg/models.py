@@ -1,4 +1,4 @@
-"""Coupling-flow models of chapter 3: NICE and RealNVP for vectors, a small multi-scale RealNVP for images.
+"""Coupling-flow models: NICE and RealNVP for vectors, a small multi-scale RealNVP for images (chapter 3), Glow (chapter 6).
 
 Each model is a :class:`~course_pkg.distributions.NormalizingFlow`: a ``transform`` (data to
 latent, a :class:`~course_pkg.flows.base.Sequential` of the layers below) and a standard normal
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from course_pkg.distributions import NormalizingFlow, StandardNormal
 from course_pkg.flows import ActNorm, Affine, Flow, Inverse, Logit, Sequential
 from course_pkg.flows.coupling import AffineCoupling, channel_mask, checkerboard_mask
+from course_pkg.flows.glow import glow_levels
 from course_pkg.flows.multiscale import FactorOut, Squeeze
 from course_pkg.flows.split_coupling import SplitAdditiveCoupling, SplitAffineCoupling, SplitCoupling, half_split
 from course_pkg.flows.transformers import Additive
@@ -135,6 +137,48 @@ class MultiScaleRealNVP(NormalizingFlow):
 
         transform = Sequential(Logit(alpha), _scale(channels, height, width, num_scales, conditioner))
         super().__init__(transform, StandardNormal(tuple(shape)))
+
+
+class Glow(NormalizingFlow):
+    """Glow (Kingma & Dhariwal 2018) for images ``x`` in ``[0, 1]^(C, H, W)`` (dequantized pixels), ``[B, C, H, W]``.
+
+    ``transform = Logit(alpha)``, then :func:`~course_pkg.flows.glow.glow_levels`: ``num_levels``
+    levels of ``steps_per_level`` steps of flow (ActNorm, LU 1x1 convolution, affine coupling with
+    :class:`~course_pkg.nets.GlowNet` conditioners ``hidden_channels`` wide), a split with a learned
+    prior between levels. ``z`` has the shape of ``x``, under ``N(0, I)``. ``H`` and ``W`` must be
+    divisible by ``2^num_levels`` (MNIST's 28: at most 2 levels; CIFAR-10's 32: 3 as in the paper).
+    Glow centres the pixels (``x - 1/2``) where this takes the logit of chapter 3; the
+    ActNorm after either sets the scale. Wrap it in :class:`~course_pkg.preprocessing.DequantizedModel`
+    for bits per dimension of the 8-bit pixels. ``encode`` and ``decode`` map between images and
+    latents, for interpolation.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int] = (1, 28, 28),
+        num_levels: int = 2,
+        steps_per_level: int = 8,
+        hidden_channels: int = 64,
+        alpha: float = 0.05,
+    ) -> None:
+        channels, height, width = shape
+        factor = 2**num_levels
+        if height % factor or width % factor:
+            raise ValueError(
+                f"Glow with num_levels={num_levels} needs a height and width divisible by {factor}, "
+                f"got shape {tuple(shape)}"
+            )
+        transform = Sequential(Logit(alpha), glow_levels(channels, num_levels, steps_per_level, hidden_channels))
+        super().__init__(transform, StandardNormal(tuple(shape)))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The latent ``z = f(x)`` of images ``x`` ``[B, C, H, W]`` in ``(0, 1)``."""
+        return self.transform(x)[0]
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """The images ``x = f^{-1}(z)`` of latents ``z`` ``[B, C, H, W]``."""
+        return self.transform.inverse(z)[0]
 
 
 Conditioner = Callable[[int, int], nn.Module]

@@ -85,8 +85,34 @@ class ResNet(nn.Sequential):
             nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
             *(ResidualBlock(hidden_channels, activation) for _ in range(num_blocks)),
             activation(),
-            _zero_init(nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1)),
+            zero_conv(hidden_channels, out_channels),
         )
+
+
+class GlowNet(nn.Sequential):
+    """Glow's coupling network ``[B, in_channels, H, W] -> [B, out_channels, H, W]`` (Kingma & Dhariwal 2018, section 3.3).
+
+    ``conv3x3 -> act -> conv1x1 -> act -> conv3x3``, the hidden layers ``hidden_channels`` wide and
+    the last convolution zero-initialised (Glow's "zero initialisation", so every coupling starts
+    as the identity). Glow uses ReLU and an ActNorm after each hidden convolution; this keeps the
+    package's smooth SiLU and no normalisation, so that each sample is transformed on its own.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, hidden_channels: int = 64, activation: type[nn.Module] = nn.SiLU
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, hidden_channels, kernel_size=3, padding=1),
+            activation(),
+            nn.Conv2d(hidden_channels, hidden_channels, kernel_size=1),
+            activation(),
+            zero_conv(hidden_channels, out_channels),
+        )
+
+
+def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 3x3 convolution (padding 1, so ``H`` and ``W`` are kept) whose weight and bias start at 0."""
+    return _zero_init(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
 
 
 class TimeMLP(nn.Module):

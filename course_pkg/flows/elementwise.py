@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -90,11 +91,25 @@ class ActNorm(Affine):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set ``shift`` and ``log_scale`` so that ``x`` maps to mean 0, std 1 per channel."""
+        """Set ``shift`` and ``log_scale`` so that ``x`` maps to mean 0, std 1 per channel.
+
+        Under ``torch.distributed`` (an initialised process group, as with ``torchrun``) the
+        statistics are those of the global batch, every process's ``x`` together: the per-channel
+        sums and sums of squares are added up over the processes, so all of them set the same
+        parameters. (Statistics of each process's own part would differ, and DistributedDataParallel
+        broadcasts parameters only once, when it wraps the model: the copies would disagree from
+        the first step on.) Every process must then call ``initialize`` at the same point.
+        """
         self._expect(x)
         dims = [0, *range(2, x.dim())]
-        mean = x.mean(dim=dims)
-        std = x.std(dim=dims, correction=0).clamp_min(self.eps)
+        values = x.detach().double()  # sums of squares in float64: no cancellation in E[x^2] - E[x]^2
+        stats = torch.stack([values.sum(dim=dims), values.pow(2).sum(dim=dims)])
+        count = torch.tensor(float(x.numel() // self.num_channels), dtype=torch.float64, device=x.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+            dist.all_reduce(count)
+        mean = stats[0] / count
+        std = (stats[1] / count - mean**2).clamp_min(0).sqrt().clamp_min(self.eps)
         self.log_scale.copy_(-torch.log(std))
         self.shift.copy_(-mean / std)
         self.initialized.fill_(True)

@@ -77,8 +77,10 @@ def train(
     return losses
 
 
-def progress_bar(steps: int, description: str, enabled: bool = True) -> tqdm:
-    """tqdm's text bar over ``range(steps)``: on stderr, or in a Jupyter kernel as one output rewritten in place.
+def progress_bar(steps: int, description: str, enabled: bool = True, start: int = 0) -> tqdm:
+    """tqdm's text bar over ``range(start, steps)``: on stderr, or in a Jupyter kernel as one output rewritten in place.
+
+    ``start`` > 0 (a resumed run) shows the bar already that far along.
 
     In a terminal each refresh rewrites the line after a carriage return. A Jupyter kernel gets no
     widget (its JavaScript would have to come from the network) and no stream of carriage-return
@@ -87,7 +89,8 @@ def progress_bar(steps: int, description: str, enabled: bool = True) -> tqdm:
     keeps only its last state, one line in the format :data:`BAR_FORMAT`.
     """
     file = _KernelLine() if enabled and _in_jupyter_kernel() else sys.stderr
-    return tqdm(range(steps), desc=description, disable=not enabled, file=file, bar_format=BAR_FORMAT)
+    return tqdm(range(start, steps), desc=description, disable=not enabled, file=file, bar_format=BAR_FORMAT,
+                initial=start, total=steps)
 
 
 class _KernelLine:

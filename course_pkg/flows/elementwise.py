@@ -85,7 +85,8 @@ class ActNorm(Affine):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._expect(x)
-        if not self.initialized:
+        # A compiled model cannot branch on a tensor: initialise before compiling (as the training command does).
+        if not torch.compiler.is_compiling() and not self.initialized:
             self.initialize(x)
         return super().forward(x)
 

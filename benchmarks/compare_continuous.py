@@ -81,7 +81,7 @@ COUPLINGS = ("independent", "ot")
 NOTES = {
     "course_pkg": "CNF(method='dopri5'): torchdiffeq's Dormand-Prince 5(4), RMS error norm over (z, log-det), "
     "FSAL (6 evaluations a step), initial step from the field; backpropagation through the solver's steps; "
-    "exact trace as D vector-Jacobian products, one per basis vector",
+    "exact trace as D vector-Jacobian products batched by torch.func.vmap (one backward pass)",
     "zuko": "FreeFormJacobianTransform (zuko.flows.CNF's transform, here with the shared TimeMLP instead of "
     "zuko's MLP with sin/cos time features and ELU): own Dormand-Prince 5(4), max error norm, first step the "
     "whole interval, 7 evaluations a step, log-det scaled by 1e-2 inside the solver (its tolerance 100x "

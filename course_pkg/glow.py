@@ -82,6 +82,32 @@ class GlowConfig:
     resume: bool = True
 
 
+OPTION_HELP = {
+    "dataset": "the images: mnist (where only its test split exists: 9,000 to train, 1,000 to evaluate)",
+    "out": "folder for checkpoint.pt, samples.png and results.json; a checkpoint there is resumed",
+    "num_levels": "levels of the multi-scale architecture (MNIST's 28 x 28: at most 2)",
+    "steps_per_level": "steps of flow (ActNorm, 1x1 convolution, coupling) in each level",
+    "hidden_channels": "width of the coupling networks",
+    "batch_size": "the global batch, divided among the processes under torchrun",
+    "steps": "optimiser steps in all, counting those of a resumed run",
+    "time_budget": "seconds of training after which the run stops early (default: no limit)",
+    "lr": "Adam's learning rate after the warm-up",
+    "warmup_steps": "steps over which the learning rate rises linearly from lr / warmup_steps to lr",
+    "max_grad_norm": "the gradient's global norm is clipped to this",
+    "bf16": "train under bfloat16 autocast (evaluation stays in float32)",
+    "compile": "compile the objective with torch.compile",
+    "seed": "seeds the model's initialisation and every batch and its dequantization noise",
+    "checkpoint_every": "steps between checkpoints (one is also written at the end)",
+    "eval_images": "evaluate on the first this many held-out images (default: all)",
+    "eval_batch_size": "batch of the evaluation",
+    "temperatures": "temperatures of the sample grids in samples.png",
+    "num_samples": "samples per grid",
+    "device": "cpu, cuda, cuda:1, ... (default: the GPU where there is one)",
+    "progress": "show a progress bar with the running bits/dim",
+    "resume": "resume from --out/checkpoint.pt when it exists",
+}
+
+
 @dataclass
 class Process:
     """Where this process runs: its rank among ``world_size`` processes, and its device."""
@@ -352,21 +378,28 @@ def _load_checkpoint(path: Path, config: GlowConfig, model: Glow, optimizer, sch
     return state["step"], list(state["losses"]), state["elapsed"]
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """``python -m course_pkg.glow train [options]``; ``--help`` lists them."""
+def command_line() -> argparse.ArgumentParser:
+    """The parser of ``python -m course_pkg.glow``: one subcommand, ``train``, with an option per :class:`GlowConfig` field."""
     parser = argparse.ArgumentParser(prog="python -m course_pkg.glow", description="Train Glow (chapter 6).")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train, resume, evaluate, sample; writes --out/results.json")
     defaults = GlowConfig()
     for option in fields(GlowConfig):
         name, default = "--" + option.name.replace("_", "-"), getattr(defaults, option.name)
+        help_text = OPTION_HELP[option.name] + ("" if default is None else " (default: %(default)s)")
         if isinstance(default, bool):
-            train.add_argument(name, action=argparse.BooleanOptionalAction, default=default)
+            train.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif option.name == "temperatures":
-            train.add_argument(name, type=float, nargs="+", default=list(default))
+            train.add_argument(name, type=float, nargs="+", default=list(default), help=help_text)
         else:
             kind = {"time_budget": float, "eval_images": int, "device": str}.get(option.name, type(default))
-            train.add_argument(name, type=kind, default=default)
+            train.add_argument(name, type=kind, default=default, help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """``python -m course_pkg.glow train [options]``; ``--help`` lists them."""
+    parser = command_line()
     arguments = vars(parser.parse_args(argv))
     arguments.pop("command")
     arguments["temperatures"] = tuple(arguments["temperatures"])

@@ -4,6 +4,8 @@ Every ```` ```bash ```` block of ``README.md`` is one of two kinds, and any othe
 
 * the set-up block (install, build, test), which is what CI runs on a clean clone: each of its
   commands must appear in ``.ci/run``;
+* the Glow block (chapter 6's training command): each command's options are the command's own
+  (parsed by its parser), and the training itself is tested at a tiny size in ``test_glow_training.py``;
 * the instructor's block, which runs here verbatim, copied out of the README, in a fresh copy of the
   repository (its tracked files, as ``git clone`` makes it) after two students' notebooks were put
   where the block's comment says: both are graded, get their feedback and their rows in
@@ -47,12 +49,31 @@ def is_instructor(block: str) -> bool:
     return "nbgrader autograde" in block
 
 
+def is_glow(block: str) -> bool:
+    return "course_pkg.glow" in block
+
+
 def test_every_readme_block_is_one_this_test_knows() -> None:
     blocks = bash_blocks(README.read_text())
     assert [is_setup(b) for b in blocks].count(True) == 1, "one set-up block, with the install command"
     assert [is_instructor(b) for b in blocks].count(True) == 1, "one instructor block"
-    unknown = [b for b in blocks if not (is_setup(b) or is_instructor(b))]
+    assert [is_glow(b) for b in blocks].count(True) == 1, "one block of Glow training commands"
+    unknown = [b for b in blocks if not (is_setup(b) or is_instructor(b) or is_glow(b))]
     assert not unknown, f"README blocks that no test runs: {unknown}"
+
+
+def test_glow_block_uses_only_the_command_s_own_options() -> None:
+    from course_pkg.glow import command_line
+
+    block = next(b for b in bash_blocks(README.read_text()) if is_glow(b))
+    for command in commands(block):
+        words = command.split()
+        assert words[0] in ("python", "torchrun"), command
+        arguments = words[words.index("course_pkg.glow") + 1 :]
+        if arguments == ["train", "--help"]:
+            continue
+        parsed = command_line().parse_args(arguments)
+        assert parsed.command == "train" and parsed.dataset == "mnist", command
 
 
 def test_setup_block_is_what_ci_runs() -> None:

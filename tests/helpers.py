@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from course_pkg.flows import Flow, Inverse
+from course_pkg.flows import ActNorm, Flow, Inverse
 from course_pkg.testing import (
     autograd_batch_jacobian,
     check_inverse,
@@ -40,6 +40,14 @@ def randomize_parameters(module: nn.Module, seed: int, scale: float = 0.5) -> nn
             values = torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale
             parameter.copy_(values.to(parameter))
     return module
+
+
+def actnorm_initialized(flow: nn.Module) -> nn.Module:
+    """Mark every ActNorm in ``flow`` as initialised, so that the (randomised) parameters are the ones tested."""
+    for module in flow.modules():
+        if isinstance(module, ActNorm):
+            module.initialized.fill_(True)
+    return flow
 
 
 def standard_normal(*shape: int) -> Callable[[torch.Generator], Tensor]:

@@ -6,36 +6,29 @@ import math
 
 import pytest
 import torch
-from helpers import FlowCase, FlowContract, randomize_parameters, standard_normal, uniform
+from helpers import FlowCase, FlowContract, actnorm_initialized, randomize_parameters, standard_normal, uniform
 from helpers import single_threaded  # noqa: F401  (a fixture, used through pytestmark)
 
 from course_pkg.distributions import StandardNormal
-from course_pkg.flows import ActNorm, Flow
+from course_pkg.flows import ActNorm
 from course_pkg.flows.glow import GlowStep, glow_levels, split_prior
 from course_pkg.models import Glow
 
 pytestmark = pytest.mark.usefixtures("single_threaded")
 
 
-def initialized(flow: Flow) -> Flow:
-    """Mark every ActNorm as initialised, so that the randomised parameters are the ones tested."""
-    for module in flow.modules():
-        if isinstance(module, ActNorm):
-            module.initialized.fill_(True)
-    return flow
-
 
 CASES = [
-    FlowCase("step-4-channels", lambda: initialized(GlowStep(4, hidden_channels=6)), standard_normal(3, 4, 3, 3)),
-    FlowCase("step-3-channels", lambda: initialized(GlowStep(3, hidden_channels=5)), standard_normal(2, 3, 2, 4), seed=1),
+    FlowCase("step-4-channels", lambda: actnorm_initialized(GlowStep(4, hidden_channels=6)), standard_normal(3, 4, 3, 3)),
+    FlowCase("step-3-channels", lambda: actnorm_initialized(GlowStep(3, hidden_channels=5)), standard_normal(2, 3, 2, 4), seed=1),
     FlowCase("split-prior", lambda: split_prior(4), standard_normal(3, 4, 3, 3), seed=2),
     # two levels of two steps: 10 random layers, at the scale that keeps central differences precise
     FlowCase(
-        "levels", lambda: initialized(glow_levels(1, 2, 2, hidden_channels=4)), standard_normal(2, 1, 4, 4),
+        "levels", lambda: actnorm_initialized(glow_levels(1, 2, 2, hidden_channels=4)), standard_normal(2, 1, 4, 4),
         seed=3, scale=0.2,
     ),
     FlowCase(
-        "glow-model", lambda: initialized(Glow((2, 4, 4), 2, 1, hidden_channels=4).transform),
+        "glow-model", lambda: actnorm_initialized(Glow((2, 4, 4), 2, 1, hidden_channels=4).transform),
         uniform(0.01, 0.99, 2, 2, 4, 4), seed=4, scale=0.2,
     ),
 ]
@@ -80,7 +73,7 @@ def test_split_prior_is_the_conditional_gaussian() -> None:
 def test_new_glow_is_the_logit_of_a_standard_normal() -> None:
     """Before training (ActNorm marked set), log p(x) is the standard normal's at z, plus the logit's log-det."""
     model = Glow((1, 8, 8), num_levels=2, steps_per_level=2, hidden_channels=4).double()
-    initialized(model.transform)
+    actnorm_initialized(model.transform)
     for module in model.modules():  # orthogonal 1x1 convolutions keep the volume
         if isinstance(module, ActNorm):
             assert torch.equal(module.log_scale, torch.zeros_like(module.log_scale))
@@ -95,7 +88,7 @@ def test_new_glow_is_the_logit_of_a_standard_normal() -> None:
 
 def test_encode_decode_round_trip_and_temperature() -> None:
     model = randomize_parameters(Glow((1, 8, 8), 2, 2, hidden_channels=4), seed=9, scale=0.1).double()
-    initialized(model.transform)
+    actnorm_initialized(model.transform)
     x = torch.rand(4, 1, 8, 8, dtype=torch.float64) * 0.9 + 0.05
     torch.testing.assert_close(model.decode(model.encode(x)), x)
     torch.manual_seed(0)
@@ -106,7 +99,7 @@ def test_encode_decode_round_trip_and_temperature() -> None:
 
 def test_log_det_of_a_level_counts_every_layer() -> None:
     """A level's log-det is the sum of its steps', its prior's and the deeper level's (the squeezes add 0)."""
-    levels = randomize_parameters(initialized(glow_levels(1, 2, 1, hidden_channels=4)), seed=11, scale=0.3).double()
+    levels = randomize_parameters(actnorm_initialized(glow_levels(1, 2, 1, hidden_channels=4)), seed=11, scale=0.3).double()
     x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
     _, log_det = levels(x)
     squeeze, step, prior, factor_out, unsqueeze = levels

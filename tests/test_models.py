@@ -6,25 +6,19 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from helpers import FlowCase, FlowContract, check_rejects_shape, randomize_parameters, standard_normal, uniform
+from helpers import FlowCase, FlowContract, actnorm_initialized, check_rejects_shape, randomize_parameters
+from helpers import standard_normal, uniform
 from helpers import single_threaded  # noqa: F401  (a fixture, used through pytestmark)
 
 from torch import Tensor
 
 from course_pkg.distributions import StandardNormal
-from course_pkg.flows import ActNorm, AffineCoupling, FactorOut, Flow, Inverse, Logit, Squeeze, checkerboard_mask
+from course_pkg.flows import AffineCoupling, FactorOut, Flow, Inverse, Logit, Squeeze, checkerboard_mask
 from course_pkg.models import NICE, MultiScaleRealNVP, RealNVP
 from course_pkg.nets import ResNet
 
 pytestmark = pytest.mark.usefixtures("single_threaded")
 
-
-def initialized(model_transform: Flow) -> Flow:
-    """Mark every ActNorm as initialised, so that the randomised parameters are the ones tested."""
-    for module in model_transform.modules():
-        if isinstance(module, ActNorm):
-            module.initialized.fill_(True)
-    return model_transform
 
 
 def pixels(*shape: int) -> Callable[[torch.Generator], Tensor]:
@@ -51,7 +45,7 @@ CASES = [
     FlowCase("nice", lambda: NICE(4, num_layers=3, hidden_features=8).transform, standard_normal(5, 4), seed=1),
     FlowCase(
         "realnvp-actnorm",
-        lambda: initialized(RealNVP(3, num_layers=3, hidden_features=8, actnorm=True).transform),
+        lambda: actnorm_initialized(RealNVP(3, num_layers=3, hidden_features=8, actnorm=True).transform),
         standard_normal(5, 3),
         seed=2,
     ),
@@ -135,7 +129,7 @@ def test_bad_input_shape_raises_helpful_error(
 @pytest.mark.parametrize("actnorm", [False, True])
 def test_new_realnvp_is_the_standard_normal(actnorm: bool) -> None:
     model = RealNVP(3, num_layers=4, hidden_features=8, actnorm=actnorm).double()
-    initialized(model.transform)
+    actnorm_initialized(model.transform)
     x = torch.randn(7, 3, dtype=torch.float64)
     torch.testing.assert_close(model.log_prob(x), StandardNormal(3).double().log_prob(x), atol=0, rtol=0)
 

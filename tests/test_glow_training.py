@@ -7,6 +7,7 @@ Needs the MNIST test split (``$COURSE_PKG_DATA/mnist``), as the chapters do. The
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -103,13 +104,17 @@ def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
         train_glow(replace(TINY, out=str(tmp_path), hidden_channels=16))
 
 
-def test_warm_up_starts_small_and_keeps_the_first_steps_finite(tmp_path: Path) -> None:
-    """The learning rate rises linearly from lr / warmup_steps; at a high lr the first 20 steps stay finite."""
-    config = replace(TINY, out=str(tmp_path), steps=20, warmup_steps=10, lr=1e-2)
-    results = train_glow(config)
-    assert len(results["losses"]) == 20 and all(map(lambda loss: loss == loss and abs(loss) < 1e3, results["losses"]))
-    schedule = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
-    assert schedule["lr"] == pytest.approx(1e-2) and schedule["initial_lr"] == pytest.approx(1e-2)
+def test_warm_up_keeps_the_first_steps_from_blowing_up(tmp_path: Path) -> None:
+    """At lr 3e-2, the first steps without warm-up throw the loss to ~10^5 bits/dim; a 50-step warm-up keeps it down.
+
+    (Clipping and the couplings' bounded scales keep it finite either way; without them it overflows.)
+    The loss of a new model is about 6.5 bits/dim; the warmed-up run never rises far above it.
+    """
+    config = replace(TINY, steps_per_level=4, hidden_channels=32, batch_size=32, steps=40, lr=3e-2)
+    cold = train_glow(replace(config, out=str(tmp_path / "cold"), warmup_steps=1))
+    warm = train_glow(replace(config, out=str(tmp_path / "warm"), warmup_steps=50))
+    assert max(cold["losses"]) > 1e3
+    assert max(warm["losses"]) < warm["losses"][0] + 1 and all(map(math.isfinite, warm["losses"]))
 
 
 def test_first_learning_rate_is_lr_over_warmup(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""Data: the 2-D toy densities of the flow literature and an MNIST loader.
+"""Data: the 2-D toy densities of the flow literature and MNIST and CIFAR-10 loaders.
 
 The toy sets are made by numpy alone from a seed, so every figure in the book is reproducible.
 MNIST is read from the official IDX files. The loader looks in ``$COURSE_PKG_DATA/mnist`` when
 that environment variable is set, else in a per-user cache folder, and downloads there (verifying
 the published MD5 checksums) only when the files are missing and a network is reachable.
+CIFAR-10 is read the same way from the official python-pickle batches in ``cifar10/``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Data: the 2-D toy densities of the flow literature and an MNIST loader.
+"""Data: the 2-D toy densities of the flow literature and MNIST and CIFAR-10 loaders.
 
 The toy sets are made by numpy alone from a seed, so every figure in the book is reproducible.
 MNIST is read from the official IDX files. The loader looks in ``$COURSE_PKG_DATA/mnist`` when
 that environment variable is set, else in a per-user cache folder, and downloads there (verifying
 the published MD5 checksums) only when the files are missing and a network is reachable.
+CIFAR-10 is read the same way from the official python-pickle batches in ``cifar10/``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import pickle
+import tarfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -111,11 +114,15 @@ MNIST_MIRRORS = (
 _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 
 
-class MNIST(NamedTuple):
-    """MNIST images ``[N, 1, 28, 28]`` (uint8, 0..255) and labels ``[N]`` (int64)."""
+class ImageSet(NamedTuple):
+    """Images ``[N, C, H, W]`` (uint8, 0..255) and labels ``[N]`` (int64): MNIST ``[N, 1, 28, 28]``,
+    CIFAR-10 ``[N, 3, 32, 32]``."""
 
     images: Tensor
     labels: Tensor
+
+
+MNIST = ImageSet  # the name this type had when MNIST was the only image set
 
 
 def data_root() -> Path:
@@ -126,7 +133,7 @@ def data_root() -> Path:
     return cache / "course_pkg"
 
 
-def load_mnist(split: str = "test", root: str | os.PathLike | None = None, download: bool = True) -> MNIST:
+def load_mnist(split: str = "test", root: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
     """Read one MNIST split (``"train"`` or ``"test"``) from ``root/mnist`` (default :func:`data_root`).
 
     Missing files are downloaded and checked against the published MD5 sums when ``download``;
@@ -150,35 +157,49 @@ _FAILED_DOWNLOADS: dict[Path, str] = {}
 (without a network each try can wait for the mirrors' timeouts). Restart Python to try again."""
 
 
+_SOURCES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {}  # data set -> (checksums, mirrors)
+
+
 def _fetch(folder: Path, name: str, download: bool) -> Path:
-    path = folder / name
-    if path.exists():
+    path, reason = _try_fetch(folder, name, download, "mnist")
+    if path is not None:
         return path
-    if not download:
-        reason = "downloading was switched off"
-    elif path in _FAILED_DOWNLOADS:
-        reason = f"{_FAILED_DOWNLOADS[path]}; not tried again in this process"
-    else:
-        errors = []
-        for mirror in MNIST_MIRRORS:
-            try:
-                _download(mirror + name, path)
-                return path
-            except OSError as error:  # no network, a mirror down, or a bad checksum
-                errors.append(f"{mirror}: {error}")
-        reason = _FAILED_DOWNLOADS[path] = "; ".join(errors)
     raise FileNotFoundError(
         f"MNIST file {name} is not in {folder} ({reason}). Put the official IDX files there, or set "
         f"COURSE_PKG_DATA to a folder that has them in its mnist/ subfolder."
     )
 
 
-def _download(url: str, path: Path) -> None:
+def _try_fetch(folder: Path, name: str, download: bool, dataset: str) -> tuple[Path | None, str]:
+    """``(path, "")`` once ``folder/name`` exists (downloaded and checked if it was missing), else
+    ``(None, why not)``. Each file is tried once per process (see ``_FAILED_DOWNLOADS``)."""
+    checksums, mirrors = _SOURCES[dataset]
+    path = folder / name
+    if path.exists():
+        return path, ""
+    if not download:
+        reason = "downloading was switched off"
+    elif path in _FAILED_DOWNLOADS:
+        reason = f"{_FAILED_DOWNLOADS[path]}; not tried again in this process"
+    else:
+        errors = []
+        for mirror in mirrors:
+            try:
+                _download(mirror + name, path, checksums[name])
+                return path, ""
+            except OSError as error:  # no network, a mirror down, or a bad checksum
+                errors.append(f"{mirror}: {error}")
+        reason = _FAILED_DOWNLOADS[path] = "; ".join(errors)
+    return None, reason
+
+
+def _download(url: str, path: Path, expected_md5: str) -> None:
+    """Store the file at ``url`` as ``path`` if its MD5 checksum is ``expected_md5``, else raise ``OSError``."""
     with urllib.request.urlopen(url, timeout=30) as response:
         payload = response.read()
     checksum = hashlib.md5(payload).hexdigest()
-    if checksum != MNIST_FILES[path.name]:
-        raise OSError(f"checksum {checksum} differs from the published {MNIST_FILES[path.name]}")
+    if checksum != expected_md5:
+        raise OSError(f"checksum {checksum} differs from the published {expected_md5}")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
     partial.write_bytes(payload)
@@ -200,22 +221,125 @@ def _read_idx(path: Path) -> Tensor:
 
 def mnist_train_validation(
     validation_size: int = 2000, seed: int = 0, download: bool = True
-) -> tuple[MNIST, MNIST, str]:
-    """Training and validation images, and a sentence saying where they came from.
+) -> tuple[ImageSet, ImageSet, str]:
+    """MNIST training and validation images, and a sentence saying where they came from
+    (:func:`train_validation` for ``"mnist"``)."""
+    return train_validation("mnist", validation_size, seed, download)
+
+
+# --------------------------------------------------------------------------------------- CIFAR-10
+
+CIFAR10_FILES = {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"}  # name -> published MD5
+CIFAR10_MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR10_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+_SOURCES.update(mnist=(MNIST_FILES, MNIST_MIRRORS), cifar10=(CIFAR10_FILES, CIFAR10_MIRRORS))
+
+
+def load_cifar10(split: str = "test", root: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
+    """Read one CIFAR-10 split from the python-pickle batches in ``root/cifar10/cifar-10-batches-py``.
+
+    ``"train"`` is ``data_batch_1`` .. ``data_batch_5`` in that order (50,000 images), ``"test"`` is
+    ``test_batch`` (10,000). Returns images ``[N, 3, 32, 32]`` (uint8, RGB) and labels ``[N]`` (int64).
+    When the batches folder is missing and ``download``, the official archive is downloaded into
+    ``root/cifar10``, checked against its published MD5 sum and extracted (regular files under
+    ``cifar-10-batches-py/`` only), once per process. Missing data raises ``FileNotFoundError``
+    naming the folder searched; a malformed batch raises ``ValueError`` naming the file.
+    """
+    if split not in _CIFAR10_BATCHES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = (Path(root) if root is not None else data_root()) / "cifar10"
+    batches = folder / CIFAR10_FOLDER
+    if not batches.is_dir():
+        archive, reason = _try_fetch(folder, "cifar-10-python.tar.gz", download, "cifar10")
+        if archive is None:
+            raise FileNotFoundError(
+                f"CIFAR-10 batches are not in {batches} ({reason}). Put the official python-pickle batches "
+                f"(data_batch_1 .. data_batch_5, test_batch) there, or set COURSE_PKG_DATA to a folder that "
+                f"has them in its cifar10/{CIFAR10_FOLDER}/ subfolder."
+            )
+        _extract_cifar10(archive, folder)
+    parts = [_read_cifar10_batch(batches / name) for name in _CIFAR10_BATCHES[split]]
+    images = torch.from_numpy(np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32))
+    labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    return ImageSet(images, labels)
+
+
+def _extract_cifar10(archive: Path, folder: Path) -> None:
+    """Extract the regular files under ``cifar-10-batches-py/`` of ``archive`` into ``folder``;
+    any other member (a link, an absolute path, ``..``) makes it refuse the whole archive."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = [m for m in tar.getmembers() if not m.isdir()]
+            for member in members:
+                parts = Path(member.name).parts
+                if not member.isfile() or len(parts) != 2 or parts[0] != CIFAR10_FOLDER or ".." in parts:
+                    raise ValueError(
+                        f"{archive} holds {member.name!r}, which is not a regular file directly under "
+                        f"{CIFAR10_FOLDER}/; refusing to extract it"
+                    )
+            partial = folder / (CIFAR10_FOLDER + ".part")
+            partial.mkdir(parents=True, exist_ok=True)
+            for member in members:
+                (partial / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+    except tarfile.TarError as error:
+        raise ValueError(f"{archive} is not a readable .tar.gz archive: {error}") from error
+    partial.replace(folder / CIFAR10_FOLDER)
+
+
+def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` ``[n, 3072]`` uint8 and ``labels`` ``[n]`` int64 of one python-pickle batch.
+
+    Unpickling runs code from the file: only read batches from the checked archive or a trusted copy.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"CIFAR-10 batch {path.name} is not in {path.parent}; expected the official batches")
+    try:
+        with path.open("rb") as file:
+            batch = pickle.load(file, encoding="bytes")
+    except Exception as error:
+        raise ValueError(f"{path} is not a CIFAR-10 pickle batch: {error}") from error
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        found = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"{path} is not a CIFAR-10 batch: expected a dict with b'data' and b'labels', found {found}")
+    images, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072 or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{path}: expected b'data' uint8 [n, 3072] and n b'labels', found {images.dtype} "
+            f"{list(images.shape)} and {labels.shape[0] if labels.ndim else 0} labels"
+        )
+    return images, labels
+
+
+# ---------------------------------------------------------------------------- train / validation
+
+_IMAGE_SETS: dict[str, tuple[str, Callable[..., ImageSet]]] = {"mnist": ("MNIST", load_mnist), "cifar10": ("CIFAR-10", load_cifar10)}
+
+
+def train_validation(
+    dataset: str, validation_size: int, seed: int = 0, download: bool = True
+) -> tuple[ImageSet, ImageSet, str]:
+    """Training and validation images of ``"mnist"`` or ``"cifar10"``, and a sentence saying where they came from.
 
     Uses the official training split and the test split when both are available; where only the
-    10,000-image test split is (as on machines without a network), splits it into
-    ``10,000 - validation_size`` training and ``validation_size`` validation images.
+    test split (``N`` images) is, splits it at random (``seed``) into ``N - validation_size``
+    training and ``validation_size`` validation images.
     """
-    test = load_mnist("test", download=download)
+    if dataset not in _IMAGE_SETS:
+        raise ValueError(f"unknown image data set {dataset!r}; expected one of {sorted(_IMAGE_SETS)}")
+    title, load = _IMAGE_SETS[dataset]
+    test = load("test", download=download)
+    count = test.images.shape[0]
     try:
-        train = load_mnist("train", download=download)
-        return train, test, "MNIST: official training split (60,000) and test split (10,000)"
+        train = load("train", download=download)
+        return train, test, f"{title}: official training split ({train.images.shape[0]:,}) and test split ({count:,})"
     except FileNotFoundError:
-        order = torch.randperm(test.images.shape[0], generator=torch.Generator().manual_seed(seed))
+        if not 0 < validation_size < count:
+            raise ValueError(f"validation_size must be between 1 and {count - 1}, got {validation_size}") from None
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
         held_out, kept = order[:validation_size], order[validation_size:]
         source = (
-            f"MNIST: training split unavailable, so the 10,000 test images were split into "
+            f"{title}: training split unavailable, so the {count:,} test images were split into "
             f"{kept.numel()} for training and {held_out.numel()} for validation"
         )
-        return MNIST(test.images[kept], test.labels[kept]), MNIST(test.images[held_out], test.labels[held_out]), source
+        return ImageSet(test.images[kept], test.labels[kept]), ImageSet(test.images[held_out], test.labels[held_out]), source

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from course_pkg.data import mnist_train_validation
+from course_pkg.data import train_validation
 from course_pkg.devices import default_device
 from course_pkg.flows import ActNorm
 from course_pkg.models import Glow
@@ -50,6 +50,8 @@ from course_pkg.preprocessing import discrete_bits_per_dim
 from course_pkg.train import progress_bar
 
 NUM_BINS = 256
+HELD_OUT_WHERE_ONLY_TEST_SPLIT = 1000
+"""Where only a data set's test split exists (no network), this many of its images are held out for evaluation."""
 ARCHITECTURE = ("dataset", "num_levels", "steps_per_level", "hidden_channels", "batch_size", "seed")
 """The settings a resumed run must share with the checkpoint it resumes."""
 
@@ -83,9 +85,9 @@ class GlowConfig:
 
 
 OPTION_HELP = {
-    "dataset": "the images: mnist (where only its test split exists: 9,000 to train, 1,000 to evaluate)",
+    "dataset": "mnist or cifar10 (where only a test split exists: all but 1,000 of it to train, those to evaluate)",
     "out": "folder for checkpoint.pt, samples.png and results.json; a checkpoint there is resumed",
-    "num_levels": "levels of the multi-scale architecture (MNIST's 28 x 28: at most 2)",
+    "num_levels": "levels of the multi-scale architecture (MNIST's 28 x 28: at most 2; CIFAR-10: 3 as in Glow)",
     "steps_per_level": "steps of flow (ActNorm, 1x1 convolution, coupling) in each level",
     "hidden_channels": "width of the coupling networks",
     "batch_size": "the global batch, divided among the processes under torchrun",
@@ -313,10 +315,8 @@ def _finish(
 
 
 def _datasets(name: str) -> tuple[Tensor, Tensor, str]:
-    """Training and held-out uint8 images, and where they came from."""
-    if name != "mnist":
-        raise ValueError(f"unknown dataset {name!r}; expected 'mnist'")
-    train_set, test_set, source = mnist_train_validation(validation_size=1000)
+    """Training and held-out uint8 images ``[N, C, H, W]``, and where they came from."""
+    train_set, test_set, source = train_validation(name, validation_size=HELD_OUT_WHERE_ONLY_TEST_SPLIT)
     return train_set.images, test_set.images, source
 
 

@@ -141,3 +141,21 @@ def test_the_command_writes_its_outputs(tmp_path: Path, capsys) -> None:
     assert written["config"]["temperatures"] == [1.0, 0.5] and results["steps"] == 5
     assert "9000 for training and 1000" in results["data"] or "official training split" in results["data"]
     assert "test bits/dim" in capsys.readouterr().out
+
+
+def test_cifar10_trains_on_three_channel_images(tmp_path: Path, monkeypatch) -> None:
+    """The command on CIFAR-10's format (a test batch only, as the pickle of the official archive): 3 levels."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "data" / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    batch_file = {b"data": rng.integers(0, 256, (1100, 3072), dtype=np.uint8), b"labels": [0] * 1100,
+                  b"batch_label": b"testing batch 1 of 1"}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch_file))
+    monkeypatch.setenv("COURSE_PKG_DATA", str(tmp_path / "data"))
+    results = train_glow(replace(TINY, dataset="cifar10", num_levels=3, steps=2, out=str(tmp_path / "run")))
+    assert "100 for training and 1000" in results["data"] and results["test_images"] == 50
+    assert 7 < results["test_bits_per_dim"] < 9  # uniform noise images: about 8 bits/dim

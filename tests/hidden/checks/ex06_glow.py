@@ -86,7 +86,7 @@ SQUEEZE_SHAPES = [(2, 1, 2, 2), (3, 2, 4, 6), (2, 3, 6, 4), (1, 4, 8, 2)]
 
 def expect_squeezed(z: Tensor, x: Tensor) -> None:
     """``z`` is ``[B, 4C, H/2, W/2]`` and each of its pixels holds exactly the 4C values of its 2x2 block of ``x``."""
-    batch, channels, height, width = x.shape
+    batch, channels, height, width = tuple(x.shape)
     shape = (batch, 4 * channels, height // 2, width // 2)
     expect_tensor(f"z for {describe(x)}", z, shape, x.dtype)
     blocks = x.reshape(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
@@ -150,9 +150,9 @@ def squeeze_dtypes_untouched_inputs_and_independence(Squeeze) -> None:
             expect_tensor(f"log_det for {describe(x)}", log_det, (shape[0],), dtype)
             expect_tensor(f"z for {describe(x)}", z, (shape[0], 4 * shape[1], shape[2] // 2, shape[3] // 2), dtype)
             z_before = z.detach().clone()
-            x_again, inverse_log_det = layer.inverse(z)
+            restored, inverse_log_det = layer.inverse(z)
             assert torch.equal(z, z_before), "inverse changed its input in place; compute a new tensor instead"
-            expect_tensor(f"inverse output for {dtype} z of shape {tuple(z.shape)}", x_again, shape, dtype)
+            expect_tensor(f"inverse output for {dtype} z of shape {tuple(z.shape)}", restored, shape, dtype)
             expect_tensor(f"inverse log_det for {dtype} z of shape {tuple(z.shape)}", inverse_log_det,
                           (shape[0],), dtype)
             expect_samples_independent(layer, x, 0.0)
@@ -348,7 +348,7 @@ def glow_coupling_keeps_one_half_and_is_triangular(GlowCoupling) -> None:
         expect_close(f"inverse output in the channels {kept} that forward keeps, against its input there",
                      x_from_x[:, kept], x[:, kept], 1e-12)
 
-        batch, _, height, width = x.shape
+        batch, _, height, width = tuple(x.shape)
         jacobian = reference.numerical_batch_jacobian(lambda v: forward(layer, v)[0], x)
         jacobian = jacobian.view(batch, channels, height * width, channels, height * width)
         block = jacobian[:, other][:, :, :, other].reshape(batch, len(other) * height * width, -1)

@@ -214,7 +214,7 @@ def invconv_starts_orthogonal(InvConv1x1) -> None:
 
 @check("InvConv1x1")
 def invconv_log_det_matches_numerical_jacobian(InvConv1x1) -> None:
-    """log_det equals log|det| of the numerical Jacobian (float64), random parameters, rotations and reflections, [3, C, 4, 4] images, C in {2, 3, 4}"""
+    """log_det equals log|det| of the numerical Jacobian (float64), random parameters, whichever sign det W has, [3, C, 4, 4] images, C in {2, 3, 4}"""
     for channels in (2, 3, 4):
         for _ in range(2):
             layer = random_invconv(InvConv1x1, channels)

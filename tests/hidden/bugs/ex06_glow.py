@@ -201,7 +201,8 @@ BUGS = {
     "invconv_log_det_without_abs": Bug(
         "InvConv1x1",
         # log det W, not log|det W|: NaN whenever det W < 0, a reflection (half of the random orthogonal matrices).
-        # Every check meets one: the sign drawn at the start stays, and the checks draw many layers.
+        # Every hidden check meets one: the sign drawn at the start stays, and the checks draw many layers.
+        # The visible check's layer happens to start as a rotation, so it passes.
         _plain_conv(log_det="height * width * torch.logdet(self.weight)"),
         frozenset({"invconv_starts_orthogonal", "invconv_log_det_matches_numerical_jacobian",
                    "invconv_log_det_counts_every_pixel", "invconv_inverse_with_random_parameters",
@@ -256,7 +257,7 @@ BUGS = {
     ),
     "coupling_log_det_of_the_scale": Bug(
         "GlowCoupling",
-        # The sum of the scales, not of their logarithms.
+        # The sum of the scales, not of their logarithms: not even 0 for a new layer (every scale is 1).
         _coupling(log_det="scale.flatten(1).sum(dim=1)", log_det_of_z="scale.flatten(1).sum(dim=1)"),
         frozenset({"glow_coupling_starts_as_the_identity", "glow_coupling_log_det_matches_numerical_jacobian",
                    "glow_coupling_inverse_and_its_log_det"}),

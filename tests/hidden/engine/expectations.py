@@ -13,6 +13,7 @@ came back.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from types import ModuleType
 
@@ -153,15 +154,16 @@ def expect_correct_parameter_gradients(layer: nn.Module, x: Tensor) -> None:
         autograd = parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
         numerical = torch.zeros_like(parameter)
         with torch.no_grad():
-            flat = parameter.view(-1)
-            for i in range(flat.numel()):
-                original = flat[i].item()
-                flat[i] = original + eps
+            # Entry by entry through indices, not a flat view: a parameter may be stored non-contiguous
+            # (the Q of torch.linalg.qr is column-major), where view(-1) fails.
+            for index in itertools.product(*(range(size) for size in parameter.shape)):
+                original = parameter[index].item()
+                parameter[index] = original + eps
                 plus = loss(*forward(layer, x))
-                flat[i] = original - eps
+                parameter[index] = original - eps
                 minus = loss(*forward(layer, x))
-                flat[i] = original
-                numerical.view(-1)[i] = (plus - minus) / (2 * eps)
+                parameter[index] = original
+                numerical[index] = (plus - minus) / (2 * eps)
         expect_close(f"gradient of a loss of z and log_det with respect to parameter {name!r} "
                      "(autograd against central differences; is part of the computation detached?)",
                      autograd, numerical, 1e-5)

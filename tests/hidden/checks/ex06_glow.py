@@ -36,12 +36,12 @@ from course_grading.engine.expectations import (
     single_threaded_checks,
 )
 from course_grading.engine.grader import Registry
-from course_pkg import nets
+from course_pkg import models, nets
 from course_pkg import testing as reference
-from course_pkg.flows import Inverse, coupling, elementwise, linear, multiscale, split_coupling, transformers
+from course_pkg.flows import Inverse, coupling, elementwise, glow, linear, multiscale, split_coupling, transformers
 
 # Everything of course_pkg's image-flow code that a submission could hand the work to.
-REFERENCE_CODE = defined_in(multiscale, linear, split_coupling, coupling, transformers, elementwise, nets)
+REFERENCE_CODE = defined_in(multiscale, linear, split_coupling, coupling, transformers, elementwise, glow, models, nets)
 REFERENCE_MODULES = module_classes(REFERENCE_CODE)
 
 REGISTRY = Registry()

@@ -261,23 +261,24 @@ def evaluate_bits_per_dim(model: Glow, images: Tensor, batch_size: int = 500, se
 
 
 def save_sample_grid(model: Glow, path: Path, temperatures: Sequence[float], num_samples: int, seed: int = 0) -> None:
-    """A PNG with one grid of ``num_samples`` samples per temperature, side by side."""
-    import matplotlib
+    """A PNG with one grid of ``num_samples`` samples per temperature, side by side.
 
-    matplotlib.use("Agg")  # files only; no window
-    import matplotlib.pyplot as plt
+    Drawn on a ``matplotlib.figure.Figure`` of its own, not through ``pyplot``: no backend is
+    chosen or changed, so it works the same in a terminal without a display and in a notebook.
+    """
+    from matplotlib.figure import Figure
 
     from course_pkg.plotting import plot_image_grid
 
     torch.manual_seed(seed)
-    figure, axes = plt.subplots(1, len(temperatures), figsize=(3.2 * len(temperatures), 3.6), squeeze=False)
+    figure = Figure(figsize=(3.2 * len(temperatures), 3.6))
+    axes = figure.subplots(1, len(temperatures), squeeze=False)
     columns = math.ceil(math.sqrt(num_samples))
     for ax, temperature in zip(axes[0], temperatures):
         pixels = sample_pixels(model, num_samples, temperature)
         plot_image_grid(pixels.float().cpu() / (NUM_BINS - 1), columns, ax=ax, title=f"temperature {temperature:g}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 @torch.no_grad()

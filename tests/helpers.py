@@ -42,6 +42,22 @@ def randomize_parameters(module: nn.Module, seed: int, scale: float = 0.5) -> nn
     return module
 
 
+class FakeResponse:
+    """What ``urllib.request.urlopen`` returns, answering with ``payload``: downloads without a network."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __enter__(self) -> "FakeResponse":
+        return self
+
+    def __exit__(self, *args: object) -> bool:
+        return False
+
+    def read(self) -> bytes:
+        return self.payload
+
+
 def actnorm_initialized(flow: nn.Module) -> nn.Module:
     """Mark every ActNorm in ``flow`` as initialised, so that the (randomised) parameters are the ones tested."""
     for module in flow.modules():

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import FakeResponse
+
 from course_pkg import data
 from course_pkg.data import ImageSet, load_cifar10, train_validation
 
@@ -59,19 +61,9 @@ def serve(monkeypatch, payload: bytes, checksum: str | None = None) -> list[str]
     """Answer downloads with ``payload``; the archive's table entry becomes ``checksum`` (its MD5 by default)."""
     urls = []
 
-    class Response:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *args):
-            return False
-
-        def read(self):
-            return payload
-
     def urlopen(url, timeout):
         urls.append(url)
-        return Response()
+        return FakeResponse(payload)
 
     monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
     monkeypatch.setitem(data.CIFAR10_FILES, "cifar-10-python.tar.gz", checksum or hashlib.md5(payload).hexdigest())

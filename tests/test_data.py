@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import FakeResponse
+
 from course_pkg import data
 from course_pkg.data import TOY_DATASETS, load_mnist, mnist_train_validation, toy_data
 
@@ -69,17 +71,7 @@ def test_missing_mnist_files_name_the_folder_searched(tmp_path, monkeypatch):
 
 
 def test_download_refuses_a_file_with_the_wrong_checksum(tmp_path, monkeypatch):
-    class Response:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *args):
-            return False
-
-        def read(self):
-            return b"not the MNIST file"
-
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: Response())
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"not the MNIST file"))
     monkeypatch.setenv("COURSE_PKG_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="differs from the published"):
         load_mnist("test")
@@ -107,17 +99,7 @@ def test_download_stores_a_verified_file(tmp_path, monkeypatch):
     payload = b"pretend IDX payload"
     monkeypatch.setitem(data.MNIST_FILES, "t10k-labels-idx1-ubyte.gz", hashlib.md5(payload).hexdigest())
 
-    class Response:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *args):
-            return False
-
-        def read(self):
-            return payload
-
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: Response())
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: FakeResponse(payload))
     path = data._fetch(tmp_path / "mnist", "t10k-labels-idx1-ubyte.gz", download=True)
     assert path.read_bytes() == payload
 

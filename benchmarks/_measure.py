@@ -59,20 +59,33 @@ def measure(
 
 
 def training_step(
-    log_prob: Callable[[Tensor], Tensor], optimizer: torch.optim.Optimizer, batches: Sequence[Tensor]
+    loss: Callable[[Tensor], Tensor], optimizer: torch.optim.Optimizer, batches: Sequence[Tensor]
 ) -> Callable[[], None]:
-    """One step (forward, backward, Adam) on the next of ``batches``, cycling."""
+    """One step (``loss`` of a batch, backward, Adam) on the next of ``batches``, cycling."""
     position = [0]
 
     def step() -> None:
         x = batches[position[0] % len(batches)]
         position[0] += 1
-        loss = -log_prob(x).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss(x).backward()
         optimizer.step()
 
     return step
+
+
+def negative_log_likelihood(log_prob: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """The training loss of a density, ``x -> -mean(log_prob(x))``."""
+    return lambda x: -log_prob(x).mean()
+
+
+def log_prob_call(model: object, x: Tensor) -> Callable[[], None]:
+    """``model.log_prob(x)`` without gradients, as one timed call."""
+    def call() -> None:
+        with torch.no_grad():
+            model.log_prob(x)
+
+    return call
 
 
 def available(libraries: Sequence[str], check: Callable[[str], object]) -> tuple[list[str], dict[str, str]]:

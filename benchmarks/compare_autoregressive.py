@@ -61,7 +61,10 @@ from course_pkg.models import vector_couplings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
 import _measure  # noqa: E402
-from _measure import IgnoreContext, Ratio, Timing, load_line, measure, print_timings, training_step  # noqa: E402
+from _measure import (  # noqa: E402
+    IgnoreContext, Ratio, Timing, load_line, log_prob_call, measure, negative_log_likelihood, print_timings,
+    training_step,
+)
 
 # nflows' and normflows' couplings warn that a conditioner with a random last layer is "bad initialisation"
 warnings.filterwarnings("ignore", message="Inputs to the softmax are not scaled down")
@@ -375,14 +378,6 @@ def kernel_call(spline: Spline, x: Tensor, params: Tensor, inverse: bool) -> Cal
 # ----------------------------------------------------------------------------------- the sections
 
 
-def log_prob_call(model: Model, x: Tensor) -> Callable[[], None]:
-    def call() -> None:
-        with torch.no_grad():
-            model.log_prob(x)
-
-    return call
-
-
 def backward_call(model: Model, x: Tensor) -> Callable[[], None]:
     """``log_prob`` and backward, no optimiser step: the spline coupling's workload."""
 
@@ -414,7 +409,7 @@ def autoregressive_sections(libraries: Sequence[str], x: Tensor, args: argparse.
     iaf = {name: build("iaf", name, args.seed) for name in libraries}
     trained = {name: build("maf", name, args.seed) for name in libraries}
     batches = list(x.split(batch)) + [x.flip(0)]
-    steps = {name: training_step(model.log_prob, torch.optim.Adam(model.module.parameters(), lr=1e-3), batches)
+    steps = {name: training_step(negative_log_likelihood(model.log_prob), torch.optim.Adam(model.module.parameters(), lr=1e-3), batches)
              for name, model in trained.items()}
     layers = f"{MAF_LAYERS} layers, MADE ({HIDDEN}, {HIDDEN}), D = {FEATURES}"
     return {

@@ -70,7 +70,9 @@ from course_pkg.ode import odeint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
 import _measure  # noqa: E402
-from _measure import Ratio, Timing, cpu_model, fastest_other, load_line, measure, version  # noqa: E402
+from _measure import (  # noqa: E402
+    Ratio, Timing, cpu_model, fastest_other, load_line, log_prob_call, measure, training_step, version,
+)
 
 LIBRARIES = ("course_pkg", "zuko", "torchcfm")
 HIDDEN = 64
@@ -171,14 +173,6 @@ def nll_step(density: Density, x: Tensor) -> Callable[[], None]:
     return call
 
 
-def log_prob_only(density: Density, x: Tensor) -> Callable[[], None]:
-    def call() -> None:
-        with torch.no_grad():
-            density.log_prob(x)
-
-    return call
-
-
 def evaluations(density: Density, call: Callable[[], None], repeats: int = 3) -> float:
     """Mean evaluations of the field per ``call`` (Hutchinson's noise, so the steps, change from call to call)."""
     density.field.calls = 0
@@ -219,20 +213,6 @@ FM_LOSSES: dict[str, Callable[[nn.Module, str], Callable[[Tensor], Tensor]]] = {
 }
 SAMPLING_TIMES = {"course_pkg": (1.0, 0.0), "torchcfm": (0.0, 1.0)}  # from noise to data
 
-
-def training_step(loss: Callable[[Tensor], Tensor], optimizer: torch.optim.Optimizer,
-                  batches: Sequence[Tensor]) -> Callable[[], None]:
-    """One step (loss, backward, Adam) on the next of ``batches``, cycling."""
-    position = [0]
-
-    def step() -> None:
-        x = batches[position[0] % len(batches)]
-        position[0] += 1
-        optimizer.zero_grad(set_to_none=True)
-        loss(x).backward()
-        optimizer.step()
-
-    return step
 
 
 def fm_variants(libraries: Sequence[str]) -> list[tuple[str, str]]:
@@ -302,7 +282,7 @@ def cnf_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[tupl
             for with_grad in (True, False):
                 densities = {name: CNF_BUILDERS[name](copy.deepcopy(network), features, trace, args.tolerance)
                              for name in cnfs}
-                make = nll_step if with_grad else log_prob_only
+                make = nll_step if with_grad else log_prob_call
                 calls = {name: make(density, x) for name, density in densities.items()}
                 nfe = {name: evaluations(densities[name], calls[name]) for name in cnfs}
                 timings = measure(calls, args.threads, args.rounds, args.min_run_time)

@@ -52,7 +52,10 @@ from course_pkg.models import RealNVP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
 import _measure  # noqa: E402
-from _measure import IgnoreContext, Timing, fastest_other, load_line, measure, print_timings, training_step  # noqa: E402
+from _measure import (  # noqa: E402
+    IgnoreContext, Timing, fastest_other, load_line, log_prob_call, measure, negative_log_likelihood, print_timings,
+    training_step,
+)
 
 LIBRARIES = ("course_pkg", "zuko", "nflows", "normflows")
 NUM_COUPLINGS = 8
@@ -204,14 +207,6 @@ def build(library: str, features: int, seed: int) -> Model:
 # ----------------------------------------------------------------------------------- measuring
 
 
-def log_prob_call(model: Model, x: Tensor) -> Callable[[], None]:
-    def call() -> None:
-        with torch.no_grad():
-            model.log_prob(x)
-
-    return call
-
-
 def held_out_nll(model: Model, x: Tensor) -> float:
     with torch.no_grad():
         return -model.log_prob(x).mean().item()
@@ -225,7 +220,7 @@ def train_and_evaluate(
     data = toy_data("two_moons", steps * batch, seed=TRAIN_SEED + seed).split(batch)
     optimizer = torch.optim.Adam(model.module.parameters(), lr=lr)
     before = held_out_nll(model, held_out)
-    step = training_step(model.log_prob, optimizer, data)
+    step = training_step(negative_log_likelihood(model.log_prob), optimizer, data)
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -322,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         calls = {}
         for name in libraries:
             model = build(name, TWO_D, args.seed)
-            calls[name] = training_step(model.log_prob, torch.optim.Adam(model.module.parameters(), lr=args.lr), batches)
+            calls[name] = training_step(negative_log_likelihood(model.log_prob), torch.optim.Adam(model.module.parameters(), lr=args.lr), batches)
         step_timings[n] = measure(calls, n, args.rounds, args.min_run_time)
     results["step"] = print_timings(
         f"time per training step (forward, backward, Adam), 2-D two moons, batch {args.batch}", step_timings

@@ -37,7 +37,7 @@ def test_the_shared_field_is_the_same_nonzero_function_for_every_copy(compare: M
 def test_the_counted_field_counts_the_solver_s_evaluations(compare: ModuleType) -> None:
     density = compare.course_pkg_cnf(compare.shared_field(2, seed=0), 2, "exact", 1e-5)
     x = torch.randn(16, 2)
-    nfe = compare.evaluations(density, compare.log_prob_only(density, x), repeats=2)
+    nfe = compare.evaluations(density, compare.log_prob_call(density, x), repeats=2)
     assert nfe >= 6 and nfe == int(nfe), "dopri5 evaluates the field at least once per stage, the same each call"
 
 

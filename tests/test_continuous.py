@@ -56,34 +56,66 @@ def test_exact_divergence_is_the_trace_and_frobenius_norm_of_the_jacobian() -> N
 
 @pytest.fixture
 def vjp_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts the vector-Jacobian products (backward passes) that ``divergence`` makes."""
-    calls = [0]
-    real_vjp = torch.func.vjp
+    """Counts the backward passes ``divergence`` makes: calls of ``torch.autograd.grad`` and of ``torch.func.vjp``'s pullbacks."""
+    calls, inside_pullback = [0], [False]
+    real_vjp, real_grad = torch.func.vjp, torch.autograd.grad
 
     def counting_vjp(function: Callable, *inputs: Tensor) -> tuple:
         output, pullback = real_vjp(function, *inputs)
 
         def counted(*cotangents: Tensor) -> tuple:
             calls[0] += 1
-            return pullback(*cotangents)
+            inside_pullback[0] = True
+            try:
+                return pullback(*cotangents)
+            finally:
+                inside_pullback[0] = False
 
         return output, counted
 
+    def counting_grad(*args: object, **kwargs: object) -> tuple:
+        calls[0] += not inside_pullback[0]  # a pullback runs autograd.grad itself: one pass, counted once
+        return real_grad(*args, **kwargs)
+
     monkeypatch.setattr(torch.func, "vjp", counting_vjp)
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
     yield calls
 
 
 @pytest.mark.parametrize("estimator, products", [("exact", FEATURES), ("hutchinson", 1)])
-def test_exact_trace_takes_d_products_and_hutchinson_one_in_one_batched_pass(
+def test_exact_trace_takes_d_products_and_hutchinson_one_in_one_backward_pass(
     vjp_calls: list[int], estimator: str, products: int
 ) -> None:
-    """The probes (D basis vectors, or one noise vector) go through the field's pullback once, batched by vmap."""
+    """The probes (D basis vectors, batched by vmap, or one noise vector) take one backward pass through the field."""
     field = random_field()
     z = random_input()
     probes = exact_probes(z) if estimator == "exact" else hutchinson_probes(z)
     assert probes.shape == (products, *z.shape)
     divergence(lambda v: field(torch.tensor(0.0, dtype=torch.float64), v), z, probes)
     assert vjp_calls[0] == 1
+
+
+@pytest.mark.parametrize("estimator", ["exact", "hutchinson"])
+def test_divergence_carries_a_graph_only_when_gradients_are_on(estimator: str) -> None:
+    """Training through the solver differentiates the trace; ``no_grad`` evaluation leaves no graph behind."""
+    field = random_field()
+    t = torch.tensor(0.4, dtype=torch.float64)
+    z = random_input()
+    probes = exact_probes(z) if estimator == "exact" else hutchinson_probes(z, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs = divergence(lambda v: field(t, v), z, probes)
+    assert not any(output.requires_grad for output in outputs)
+    velocity, trace, _ = divergence(lambda v: field(t, v), z, probes)
+    (weight_gradient,) = torch.autograd.grad(trace.sum(), field.net[0].weight)
+    assert weight_gradient.abs().sum() > 0
+    torch.testing.assert_close(outputs[1], trace.detach())
+
+
+def test_divergence_of_a_field_that_ignores_z_is_zero() -> None:
+    z = random_input()
+    for probes in (exact_probes(z), hutchinson_probes(z)):
+        velocity, trace, frobenius = divergence(lambda v: torch.ones_like(v), z, probes)
+        assert torch.equal(trace, torch.zeros(len(z), dtype=z.dtype)) and torch.equal(frobenius, trace)
 
 
 @pytest.mark.parametrize("noise", ["rademacher", "gaussian"])

@@ -8,7 +8,15 @@ One run, side by side on this machine, the same workload for every library:
     ``method='dopri5'`` against zuko's free-form Jacobian transform (the transform of
     ``zuko.flows.CNF``, with its own adaptive Dormand-Prince solver), at the same ``atol`` and
     ``rtol``. Adaptive solvers choose their own steps, so the run prints the evaluations of the
-    vector field each library makes (forward, and forward + backward) and the time per evaluation;
+    vector field each library makes (forward, and forward + backward), the time per evaluation, and
+    how accurate each library's exact ``log_prob`` is: the largest error on 64 of the points
+    against a float64 RK4 reference (whose own error, from halving its steps, is printed too).
+    Two fields (``--fields``): the *initial* one, drawn at random, on Gaussian points, and the
+    *trained* one, the same field after a few hundred steps of maximum likelihood (FFJORD) on
+    two moons (``D / 2`` independent pairs of two-moons coordinates in ``D`` dimensions), on
+    held-out points of those data. The initial field is nearly linear, so a solver that tries
+    the whole interval as its first step (zuko) is done in one step; the trained field is what a
+    CNF integrates in use;
   * flow-matching training steps per second at batches 256 and 1024 on 2-D two moons:
     ``course_pkg.matching.flow_matching_loss`` with the independent and the minibatch-OT coupling
     against torchcfm's ``ConditionalFlowMatcher`` and ``ExactOptimalTransportConditionalFlowMatcher``
@@ -39,6 +47,7 @@ The other libraries are for benchmarking only (the course never imports them). I
 reported as such and left out of the ratios.
 
 Usage:  python benchmarks/compare_continuous.py [--batch 512] [--dims 2 16] [--tolerance 1e-5]
+            [--fields initial trained] [--cnf-training-steps 400] [--reference-steps 128]
             [--fm-batches 256 1024] [--steps 3000] [--train-batch 256] [--samples 2000]
             [--rounds 3] [--min-run-time 0.3] [--threads 1] [--libraries course_pkg zuko torchcfm]
 """
@@ -71,19 +80,23 @@ from course_pkg.ode import odeint
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this script, however it is loaded
 import _measure  # noqa: E402
 from _measure import (  # noqa: E402
-    Ratio, Timing, cpu_model, fastest_other, load_line, log_prob_call, measure, training_step, version,
+    Ratio, Timing, cpu_model, fastest_other, load_line, log_prob_call, measure, negative_log_likelihood,
+    training_step, version,
 )
 
 LIBRARIES = ("course_pkg", "zuko", "torchcfm")
 HIDDEN = 64
 TRACES = ("exact", "hutchinson")
 FIELD_SEED, INPUT_SEED, TRAIN_SEED, HELD_OUT_SEED, FLOOR_SEED, NOISE_SEED = 0, 100, 1000, 2000, 3000, 4000
+FIELDS = ("initial", "trained")
+ERROR_POINTS = 64  # the points of the batch whose log_prob is checked against the reference
 COUPLINGS = ("independent", "ot")
 
 NOTES = {
     "course_pkg": "CNF(method='dopri5'): torchdiffeq's Dormand-Prince 5(4), RMS error norm over (z, log-det), "
     "FSAL (6 evaluations a step), initial step from the field; backpropagation through the solver's steps; "
-    "exact trace as D vector-Jacobian products batched by torch.func.vmap (one backward pass)",
+    "exact trace as D vector-Jacobian products batched by torch.func.vmap (one backward pass), Hutchinson's "
+    "one product by torch.autograd.grad",
     "zuko": "FreeFormJacobianTransform (zuko.flows.CNF's transform, here with the shared TimeMLP instead of "
     "zuko's MLP with sin/cos time features and ELU): own Dormand-Prince 5(4), max error norm, first step the "
     "whole interval, 7 evaluations a step, log-det scaled by 1e-2 inside the solver (its tolerance 100x "
@@ -123,6 +136,68 @@ def shared_field(features: int, seed: int) -> TimeMLP:
                 for parameter in (layer.weight, layer.bias):
                     parameter.copy_((2 * torch.rand(parameter.shape, generator=generator) - 1) * bound)
     return network
+
+
+def moons(features: int, num_samples: int, seed: int) -> Tensor:
+    """``[num_samples, features]``: independent pairs of two-moons coordinates side by side (the last cut if odd)."""
+    pairs = [toy_data("two_moons", num_samples, seed=seed + pair) for pair in range(math.ceil(features / 2))]
+    return torch.cat(pairs, dim=1)[:, :features]
+
+
+def trained_field(features: int, args: argparse.Namespace) -> TimeMLP:
+    """The shared field after ``args.cnf_training_steps`` steps of FFJORD on :func:`moons`.
+
+    Maximum likelihood through course_pkg's CNF with RK4 (8 steps) and Hutchinson's trace
+    (Rademacher noise), Adam at ``args.lr``, batches of 256: the training of chapter 5.
+    """
+    network = shared_field(features, FIELD_SEED)
+    model = NormalizingFlow(CNF(network, method="rk4", steps=8, trace="hutchinson"), StandardNormal(features))
+    torch.manual_seed(TRAIN_SEED)
+    batches = moons(features, args.cnf_training_steps * 256, TRAIN_SEED).split(256)
+    step = training_step(negative_log_likelihood(model.log_prob), torch.optim.Adam(network.parameters(), lr=args.lr),
+                         batches)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        for _ in range(args.cnf_training_steps):
+            step()
+    finally:
+        torch.set_num_threads(threads)
+    return network
+
+
+def workload(kind: str, features: int, args: argparse.Namespace) -> tuple[TimeMLP, Tensor]:
+    """The field and the ``[batch, features]`` points of one CNF workload, ``kind`` one of ``FIELDS``."""
+    if kind == "initial":
+        x = torch.randn(args.batch, features, generator=torch.Generator().manual_seed(INPUT_SEED))
+        return shared_field(features, FIELD_SEED), x
+    return trained_field(features, args), moons(features, args.batch, HELD_OUT_SEED)
+
+
+@dataclass
+class Reference:
+    """The exact ``log_prob`` of a field on some points, by float64 RK4, and an estimate of its own error."""
+
+    log_prob: Tensor
+    error: float
+
+
+def reference_log_prob(network: nn.Module, x: Tensor, steps: int) -> Reference:
+    """float64 RK4 with ``steps`` steps and the exact trace; its error estimated from ``steps / 2``.
+
+    RK4's error falls 16-fold when the steps double, so ``|p_steps - p_half| / 15`` estimates the
+    error of ``p_steps``.
+    """
+    network = copy.deepcopy(network).double()
+    points = x.double()
+
+    def log_prob(num_steps: int) -> Tensor:
+        flow = NormalizingFlow(CNF(network, method="rk4", steps=num_steps), StandardNormal(x.shape[1]).double())
+        with torch.no_grad():
+            return flow.log_prob(points)
+
+    fine = log_prob(steps)
+    return Reference(fine, (fine - log_prob(steps // 2)).abs().max().item() / 15)
 
 
 # ----------------------------------------------------------------------------------- the CNFs
@@ -268,31 +343,99 @@ def available(libraries: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return _measure.available(libraries, lambda library: library in modules and importlib.import_module(modules[library]))
 
 
-def cnf_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[tuple[int, str, bool], Ratio | None]:
-    """Time ``log_prob`` of every CNF configuration, libraries interleaved; print times, evaluations and ratios."""
+def cnf_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[tuple[str, int, str, bool], Ratio | None]:
+    """Time ``log_prob`` of every CNF configuration, libraries interleaved; print times, evaluations, errors, ratios.
+
+    After each field's rows, the exact trace once more at *equal accuracy*: course_pkg at the
+    loosest of its tolerances whose error is at most the other libraries' smallest at
+    ``args.tolerance`` (the libraries' error norms differ, so equal tolerances are not equal accuracy).
+    """
     cnfs = [name for name in libraries if name in CNF_BUILDERS]
     print(f"\nCNF log_prob, batch {args.batch}, dopri5 rtol = atol = {args.tolerance:g}, {args.threads} thread(s): "
-          f"ms per call, evaluations of the field per call (forward [+ backward]), ms per evaluation")
-    print(f"  {'':30}" + "".join(f"{name:>30}" for name in cnfs) + "   ratio")
+          f"ms per call, evaluations of the field per call (forward [+ backward]), ms per evaluation; "
+          f"'error': the largest |log p - reference| over {ERROR_POINTS} points, exact trace, reference by float64 "
+          f"RK4 with {args.reference_steps} steps")
+    print(f"  {'':38}" + "".join(f"{name:>30}" for name in cnfs) + "   ratio")
     ratios = {}
-    for features in args.dims:
-        network = shared_field(features, FIELD_SEED)
-        x = torch.randn(args.batch, features, generator=torch.Generator().manual_seed(INPUT_SEED))
-        for trace in TRACES:
-            for with_grad in (True, False):
+    for kind in args.fields:
+        for features in args.dims:
+            start = time.perf_counter()
+            network, x = workload(kind, features, args)
+            reference = reference_log_prob(network, x[:ERROR_POINTS], args.reference_steps)
+            print(f"  {kind} field, {features}-D" + (f" (trained in {time.perf_counter() - start:.0f} s)"
+                                                     if kind == "trained" else "")
+                  + f"; the reference's own error {reference.error:.1e}")
+            for trace in TRACES:
                 densities = {name: CNF_BUILDERS[name](copy.deepcopy(network), features, trace, args.tolerance)
                              for name in cnfs}
-                make = nll_step if with_grad else log_prob_call
-                calls = {name: make(density, x) for name, density in densities.items()}
-                nfe = {name: evaluations(densities[name], calls[name]) for name in cnfs}
-                timings = measure(calls, args.threads, args.rounds, args.min_run_time)
-                key = (features, trace, with_grad)
-                ratios[key] = ratio(timings)
-                label = f"{features:2}-D {trace:10} {'fwd+bwd' if with_grad else 'no grad'}"
-                cells = "".join(f"{timings[n].median * 1e3:10.1f} ms {nfe[n]:6.1f} ev "
-                                f"{timings[n].median * 1e3 / nfe[n]:6.3f}" for n in cnfs)
-                print(f"  {label:30}{cells}   {ratios[key].describe() if ratios[key] else 'n/a'}", flush=True)
+                for with_grad in (True, False):
+                    label = f"{features:2}-D {trace:10} {'fwd+bwd' if with_grad else 'no grad'}"
+                    ratios[(kind, features, trace, with_grad)] = timed_row(label, densities, with_grad, x, args)
+            errors = {name: log_prob_error(CNF_BUILDERS[name](copy.deepcopy(network), features, "exact", args.tolerance),
+                                           x, reference) for name in cnfs}
+            print(f"    {f'{features:2}-D error of exact log_prob':36}" + "".join(f"{errors[n]:>30.1e}" for n in cnfs))
+            others = {name: error for name, error in errors.items() if name != "course_pkg"}
+            if "course_pkg" not in errors or not others:
+                continue
+            target = min(others.values())
+            matched = matched_tolerance(network, features, x, reference, target, args.tolerance)
+            if matched is None:
+                print(f"    course_pkg does not reach the error {target:.1e} at any tolerance down to "
+                      f"{args.tolerance * 1e-3:g} (float32 rounding); no equal-accuracy row")
+                continue
+            print(f"    equal accuracy: course_pkg at tolerance {matched.tolerance:.1e} (error {matched.error:.1e}), "
+                  f"the others at {args.tolerance:g}")
+            densities = {name: CNF_BUILDERS[name](copy.deepcopy(network), features, "exact",
+                                                  matched.tolerance if name == "course_pkg" else args.tolerance)
+                         for name in cnfs}
+            for with_grad in (True, False):
+                label = f"{features:2}-D exact, equal acc. {'fwd+bwd' if with_grad else 'no grad'}"
+                ratios[(kind, features, "exact, equal accuracy", with_grad)] = timed_row(label, densities, with_grad,
+                                                                                        x, args)
     return ratios
+
+
+def timed_row(label: str, densities: dict[str, Density], with_grad: bool, x: Tensor,
+              args: argparse.Namespace) -> Ratio | None:
+    """Time ``log_prob`` (``with_grad``: and its backward) of each density, print one row, return the ratio."""
+    make = nll_step if with_grad else log_prob_call
+    calls = {name: make(density, x) for name, density in densities.items()}
+    nfe = {name: evaluations(densities[name], calls[name]) for name in densities}
+    timings = measure(calls, args.threads, args.rounds, args.min_run_time)
+    found = ratio(timings)
+    cells = "".join(f"{timings[n].median * 1e3:10.1f} ms {nfe[n]:6.1f} ev "
+                    f"{timings[n].median * 1e3 / nfe[n]:6.3f}" for n in densities)
+    print(f"    {label:36}{cells}   {found.describe() if found else 'n/a'}", flush=True)
+    return found
+
+
+@dataclass
+class Matched:
+    """A tolerance of course_pkg's CNF and the error of its exact ``log_prob`` there."""
+
+    tolerance: float
+    error: float
+
+
+def matched_tolerance(network: nn.Module, features: int, x: Tensor, reference: Reference, target: float,
+                      tolerance: float) -> Matched | None:
+    """The loosest ``tolerance * 10^(-k/2)``, ``k = 0..6``, at which course_pkg's exact ``log_prob`` errs by at most ``target``."""
+    for k in range(7):
+        candidate = tolerance * 10 ** (-k / 2)
+        error = log_prob_error(course_pkg_cnf(copy.deepcopy(network), features, "exact", candidate), x, reference)
+        if error <= target:
+            return Matched(candidate, error)
+    return None
+
+
+def log_prob_error(density: Density, x: Tensor, reference: Reference) -> float:
+    """The largest ``|log p - reference|`` over the reference's points, ``log p`` computed on all of ``x``.
+
+    On all of ``x`` because an adaptive solver chooses its steps for the whole batch.
+    """
+    with torch.no_grad():
+        log_prob = density.log_prob(x)[: len(reference.log_prob)]
+    return (log_prob.double() - reference.log_prob).abs().max().item()
 
 
 def fm_timing_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[tuple[int, str], Ratio | None]:
@@ -348,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--batch", type=int, default=512, help="CNF log_prob batch")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16], help="CNF dimensions")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="CNF rtol = atol, both libraries")
+    parser.add_argument("--fields", nargs="+", default=list(FIELDS), choices=FIELDS,
+                        help="CNF fields: the initial random one, and that one trained on two moons")
+    parser.add_argument("--cnf-training-steps", type=int, default=400, help="FFJORD steps that make the trained field")
+    parser.add_argument("--reference-steps", type=int, default=128, help="float64 RK4 steps of the exact log_prob")
     parser.add_argument("--fm-batches", type=int, nargs="+", default=[256, 1024], help="flow-matching timing batches")
     parser.add_argument("--steps", type=int, default=3000, help="end-to-end training steps")
     parser.add_argument("--train-batch", type=int, default=256, help="end-to-end training batch")
@@ -359,8 +506,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every measurement")
     args = parser.parse_args(argv)
     if min(args.batch, *args.dims, *args.fm_batches, args.steps, args.train_batch, args.samples, args.rounds,
-           args.threads) < 1:
-        parser.error("sizes, --rounds and --threads must be positive")
+           args.threads, args.cnf_training_steps) < 1 or args.reference_steps < 2 or args.reference_steps % 2:
+        parser.error("sizes, --rounds and --threads must be positive, --reference-steps even and at least 2")
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs ({platform.system()} {platform.machine()}), "
           f"Python {platform.python_version()}, torch {torch.__version__}, {args.threads} thread(s) for torch")
@@ -382,9 +529,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
 
     print(load_line("at end"))
     print("\ntargets: time ratio course_pkg / fastest other <= 1.0")
-    for (features, trace, with_grad), found in results["cnf"].items():
+    for (kind, features, trace, with_grad), found in results["cnf"].items():
         if found is not None:
-            print(f"  CNF {features}-D {trace} {'fwd+bwd' if with_grad else 'no grad'}: "
+            print(f"  CNF {kind} field, {features}-D {trace} {'fwd+bwd' if with_grad else 'no grad'}: "
                   f"{'met' if found.value <= 1.0 else 'NOT met'} ({found.describe()})")
     for (batch, coupling), found in results["fm_steps"].items():
         if found is not None:

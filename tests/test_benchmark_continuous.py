@@ -78,3 +78,13 @@ def test_ratios_compare_with_the_fastest_other_round_by_round(compare: ModuleTyp
     assert found.against == "fast" and found.value == pytest.approx(1.0)
     assert found.per_round == pytest.approx([0.8, 1.25, 1.0])
     assert compare.ratio({"course_pkg": timing(1.0)}) is None
+
+
+def test_the_equal_accuracy_tolerance_reaches_its_target(compare: ModuleType) -> None:
+    network = compare.shared_field(2, seed=0)
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    reference = compare.reference_log_prob(network, x, steps=16)
+    assert reference.error < 1e-7, "RK4 with 16 steps on the initial field is far below the solvers' errors"
+    at_default = compare.log_prob_error(compare.course_pkg_cnf(network, 2, "exact", 1e-5), x, reference)
+    found = compare.loosest_tolerance("course_pkg", network, 2, x, reference, at_default / 4, 1e-5)
+    assert found.error <= at_default / 4 and found.tolerance in [1e-5 * 10 ** (j / 2) for j in range(4, -7, -1)]

@@ -7,13 +7,14 @@ course_pkg / the fastest other library, over all blocks and within each round.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import math
 import os
 import platform
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,17 @@ class Timing:
             return 0.0
         q1, _, q3 = statistics.quantiles(self.times, n=4)
         return (q3 - q1) / self.median
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int) -> Iterator[None]:
+    """Run the block with ``num_threads`` torch threads, restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def measure(

@@ -85,7 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to 
 import _measure  # noqa: E402
 from _measure import (  # noqa: E402
     Ratio, Timing, cpu_model, fastest_other, load_line, log_prob_call, measure, negative_log_likelihood,
-    training_step, version,
+    torch_threads, training_step, version,
 )
 
 LIBRARIES = ("course_pkg", "zuko", "torchcfm")
@@ -160,13 +160,9 @@ def trained_field(features: int, args: argparse.Namespace) -> TimeMLP:
     batches = moons(features, args.cnf_training_steps * 256, TRAIN_SEED).split(256)
     step = training_step(negative_log_likelihood(model.log_prob), torch.optim.Adam(network.parameters(), lr=args.lr),
                          batches)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         for _ in range(args.cnf_training_steps):
             step()
-    finally:
-        torch.set_num_threads(threads)
     return network
 
 
@@ -375,8 +371,8 @@ def cnf_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[tupl
                 for with_grad in (True, False):
                     label = f"{features:2}-D {trace:10} {'fwd+bwd' if with_grad else 'no grad'}"
                     ratios[(kind, features, trace, with_grad)] = timed_row(label, densities, with_grad, x, args)
-            errors = {name: log_prob_error(CNF_BUILDERS[name](copy.deepcopy(network), features, "exact", args.tolerance),
-                                           x, reference) for name in cnfs}
+                if trace == "exact":
+                    errors = {name: log_prob_error(density, x, reference) for name, density in densities.items()}
             print(f"    {f'{features:2}-D error of exact log_prob':36}" + "".join(f"{errors[n]:>30.1e}" for n in cnfs))
             if len(cnfs) < 2:
                 continue
@@ -474,16 +470,12 @@ def end_to_end_section(libraries: Sequence[str], args: argparse.Namespace) -> di
           f"W2 to {args.samples:,} held-out points, {args.threads} thread(s)")
     print(f"  {'':24}{'train time':>12}{'NFE to sample':>15}{'W2':>9}")
     results: dict[str, Trained | float] = {"floor": floor}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         for library, coupling in fm_variants(libraries):
             trained = train_and_sample(library, coupling, args, held_out)
             results[f"{library} {coupling}"] = trained
             print(f"  {f'{library} {coupling}':24}{trained.seconds:10.1f} s{trained.nfe:15d}{trained.w2:9.4f}",
                   flush=True)
-    finally:
-        torch.set_num_threads(threads)
     print(f"  {'floor (two data samples)':24}{'':12}{'':15}{floor:9.4f}")
     return results
 

@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to 
 import _measure  # noqa: E402
 from _measure import (  # noqa: E402
     IgnoreContext, Timing, fastest_other, load_line, log_prob_call, measure, negative_log_likelihood, print_timings,
-    training_step,
+    torch_threads, training_step,
 )
 
 LIBRARIES = ("course_pkg", "zuko", "nflows", "normflows")
@@ -243,10 +243,8 @@ def nll_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[str,
           f"steps, batch {args.batch}, Adam lr {args.lr:g}, 1 thread")
     seed_columns = "".join(f"{f'seed {seed}':>9}" for seed in seeds)
     print(f"  {'':12}{'start':>8}{seed_columns}{'mean':>9}{'train time':>12}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     nll: dict[str, list[float]] = {}
-    try:
+    with torch_threads(1):
         for name in libraries:
             before, seconds, nll[name] = [], 0.0, []
             for seed in seeds:
@@ -260,8 +258,6 @@ def nll_section(libraries: Sequence[str], args: argparse.Namespace) -> dict[str,
             mean_cell = f"{mean:9.4f}" if math.isfinite(mean) else f"{'diverged':>9}"
             print(f"  {name:12}{statistics.fmean(before):8.3f}{cells}{mean_cell}{seconds / len(seeds):10.1f} s",
                   flush=True)
-    finally:
-        torch.set_num_threads(threads)
     means = {name: statistics.fmean(values) for name, values in nll.items()}
     results: dict[str, object] = {"nll": nll}
     best = fastest_other(means)  # the lowest finite mean NLL among the others
